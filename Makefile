@@ -1,0 +1,27 @@
+# herald: `make demo` runs the reference flow, `make test` runs every check.
+PYTHON ?= python3
+INSTALLED := .venv-installed
+
+.PHONY: install demo test lint typecheck unit bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(PYTHON) -m herald demo
+
+lint: $(INSTALLED)
+	$(PYTHON) -m ruff check src tests benchmarks examples
+	$(PYTHON) -m mypy
+
+test: $(INSTALLED) lint
+	$(PYTHON) -m pytest -q
+
+bench: $(INSTALLED)
+	$(PYTHON) benchmarks/run.py --json benchmarks/results/latest.json
+
+clean:
+	rm -rf $(INSTALLED) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -1,0 +1,383 @@
+"""The App: declare subscribers, publish events, run until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from herald.brokers import Broker, Message, from_url
+from herald.brokers.base import LogAdmin
+from herald.codecs import PayloadDecoder, encode_payload, is_protobuf
+from herald.context import current_envelope
+from herald.dedup import DedupStore, MemoryDedupStore, SqliteDedupStore
+from herald.errors import ConfigError, HeraldError, UnknownCluster
+from herald.event import Envelope, new_event_id, type_name_of, utc_now_iso, version_of
+from herald.retry import RetryPolicy
+from herald.subscription import Batch, Consumer, Middleware, Subscriber, inspect_handler
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+log = logging.getLogger("herald.app")
+DEFAULT_BROKER = "sqlite:///herald.db"
+DEFAULT_CLUSTER = "default"
+
+
+class App:
+    """A service: its name is the `source` of the events it publishes.
+
+    `broker` is a URL or a Broker; `clusters` names more brokers that a
+    publish or a subscriber may pick by name (freedom's SelectClient).
+    Methods are safe to call from several tasks of one event loop.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        broker: str | Broker = DEFAULT_BROKER,
+        *,
+        clusters: Mapping[str, str | Broker] | None = None,
+        dedup: DedupStore | None = None,
+        retry: RetryPolicy | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigError("App needs a non-empty name: it is the source of its events")
+        self.name = name
+        self._brokers: dict[str, Broker] = {DEFAULT_CLUSTER: _broker(broker)}
+        for cluster, target in (clusters or {}).items():
+            if cluster == DEFAULT_CLUSTER:
+                raise ConfigError(f"cluster name {DEFAULT_CLUSTER!r} is the App's own broker")
+            self._brokers[cluster] = _broker(target)
+        self._dedup = dedup
+        self.retry = retry or RetryPolicy()
+        self.shutdown_timeout = shutdown_timeout
+        self.subscribers: list[Subscriber] = []
+        self.middlewares: list[Middleware] = []
+        self.consumers: list[Consumer] = []
+        self._connected: set[str] = set()
+        self._connect_lock = asyncio.Lock()
+        self._running = False
+        self._stopped = asyncio.Event()
+        self._on_startup: list[Callable[[], Awaitable[None]]] = []
+        self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
+
+    # -- declaring -----------------------------------------------------------
+    @property
+    def broker(self) -> Broker:
+        return self._brokers[DEFAULT_CLUSTER]
+
+    def cluster(self, name: str | None) -> Broker:
+        """The broker of a named cluster; UnknownCluster names the known ones."""
+        broker = self._brokers.get(name or DEFAULT_CLUSTER)
+        if broker is None:
+            raise UnknownCluster(
+                f"unknown cluster {name!r}; this App has {', '.join(sorted(self._brokers))}"
+            )
+        return broker
+
+    def subscriber(
+        self,
+        topic: str,
+        *,
+        group: str | None = None,
+        types: Iterable[type[Any]] | None = None,
+        batch: Batch | None = None,
+        concurrency: int = 1,
+        retry: RetryPolicy | None = None,
+        max_in_flight: int | None = None,
+        dedup: bool = False,
+        cluster: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: handle events of `topic` in consumer group `group` (default: the App's name).
+
+        The handler's first parameter's annotation decides decoding: an Event
+        class, a union of them, a Protobuf message, `dict`, `bytes` or
+        `Envelope`; `list[T]` with `batch=Batch(...)`. A handler that raises
+        is retried per `retry`, then dead-lettered.
+        """
+        problems = []
+        if not topic or not isinstance(topic, str):
+            problems.append("topic must be a non-empty string")
+        if concurrency < 1:
+            problems.append(f"concurrency must be >= 1, got {concurrency}")
+        if max_in_flight is not None and max_in_flight < max(1, batch.size if batch else 1):
+            problems.append("max_in_flight must be >= 1 and >= the batch size")
+        if cluster is not None and cluster not in self._brokers:
+            problems.append(f"unknown cluster {cluster!r}; known: {', '.join(sorted(self._brokers))}")
+        if problems:
+            raise ConfigError("subscriber: " + "; ".join(problems))
+
+        def register(fn: F) -> F:
+            annotation, takes_context = inspect_handler(fn)
+            decoder = PayloadDecoder.for_annotation(annotation, list(types) if types else None)
+            self.subscribers.append(
+                Subscriber(
+                    topic=topic,
+                    group=group or self.name,
+                    fn=fn,
+                    decoder=decoder,
+                    takes_context=takes_context,
+                    retry=retry or self.retry,
+                    batch=batch,
+                    concurrency=concurrency,
+                    max_in_flight=max_in_flight or max(1000, 4 * (batch.size if batch else 1)),
+                    dedup=dedup,
+                    cluster=cluster,
+                )
+            )
+            return fn
+
+        return register
+
+    def middleware(self, middleware: Middleware) -> Middleware:
+        """Add a middleware: a function that takes a handler and returns one.
+        The first added is the outermost."""
+        self.middlewares.append(middleware)
+        return middleware
+
+    def on_startup(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        self._on_startup.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        self._on_shutdown.append(fn)
+        return fn
+
+    # -- publishing ----------------------------------------------------------
+    def envelope(
+        self,
+        event: Any,
+        *,
+        type: str | None = None,
+        subject: str | None = None,
+        id: str | None = None,
+        content_type: str | None = None,
+        extensions: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """Wrap an event in its CloudEvents envelope, linked to the event being handled."""
+        if isinstance(event, Envelope):
+            return event
+        cls = event.__class__
+        if type is None:
+            if not (hasattr(cls, "__event_type__") or is_protobuf(event)):
+                raise ConfigError(
+                    f"cannot tell the event type of a {cls.__name__}: publish an Event subclass, "
+                    "a Protobuf message, or pass type='...'"
+                )
+            type = type_name_of(cls)
+        data, content = encode_payload(event, content_type)
+        event_id = id or new_event_id()
+        parent = current_envelope.get()
+        if subject is None and hasattr(event, "event_subject"):
+            subject = event.event_subject()
+        return Envelope(
+            id=event_id,
+            source=self.name,
+            type=type,
+            data=data,
+            time=utc_now_iso(),
+            subject=subject,
+            datacontenttype=content,
+            dataversion=version_of(cls) if hasattr(cls, "__event_version__") else None,
+            correlationid=(parent.correlationid or parent.id) if parent else event_id,
+            causationid=parent.id if parent else None,
+            traceparent=parent.traceparent if parent else None,
+            aggregatetype=getattr(cls, "__aggregate_type__", None),
+            extensions=dict(extensions or {}),
+        )
+
+    async def publish(
+        self,
+        topic: str,
+        event: Any,
+        *,
+        key: str | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | float | None = None,
+        headers: Mapping[str, str] | None = None,
+        cluster: str | None = None,
+        type: str | None = None,
+        subject: str | None = None,
+        id: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Publish one event; returns its id once the broker stored it.
+
+        Same `key`, same order for every group. `delay` (seconds or timedelta)
+        or `deliver_at` (datetime or unix time) hold it back until due.
+        """
+        broker = self.cluster(cluster)
+        envelope = self.envelope(event, type=type, subject=subject, id=id, content_type=content_type)
+        message = _message(topic, envelope, key, headers, _due(delay, deliver_at))
+        await self._ensure_connected(cluster)
+        await broker.publish([message])
+        return envelope.id
+
+    async def publish_batch(
+        self,
+        topic: str,
+        events: Iterable[Any],
+        *,
+        key: str | Callable[[Any], str | None] | None = None,
+        delay: float | timedelta | None = None,
+        deliver_at: datetime | float | None = None,
+        headers: Mapping[str, str] | None = None,
+        cluster: str | None = None,
+        type: str | None = None,
+    ) -> list[str]:
+        """Publish many events in one broker call, in order; returns their ids.
+        `key` may be a function of the event."""
+        broker = self.cluster(cluster)
+        due = _due(delay, deliver_at)
+        messages = []
+        ids = []
+        for event in events:
+            envelope = self.envelope(event, type=type)
+            event_key = key(event) if callable(key) else key
+            messages.append(_message(topic, envelope, event_key, headers, due))
+            ids.append(envelope.id)
+        await self._ensure_connected(cluster)
+        await broker.publish(messages)
+        return ids
+
+    # -- running -------------------------------------------------------------
+    async def _ensure_connected(self, cluster: str | None = None) -> None:
+        name = cluster or DEFAULT_CLUSTER
+        if name in self._connected:
+            return
+        async with self._connect_lock:
+            if name not in self._connected:
+                await self._brokers[name].connect()
+                self._connected.add(name)
+
+    def dedup_store(self) -> DedupStore:
+        if self._dedup is None:
+            path = getattr(self.broker, "path", None)
+            self._dedup = SqliteDedupStore(path) if path else MemoryDedupStore()
+        return self._dedup
+
+    async def start(self) -> None:
+        """Connect every broker and start every subscriber. Idempotent."""
+        if self._running:
+            return
+        self._stopped.clear()
+        for name in self._brokers:
+            await self._ensure_connected(name)
+        for hook in self._on_startup:
+            await hook()
+        for sub in self.subscribers:
+            dedup = self.dedup_store() if sub.dedup else None
+            consumer = Consumer(self, sub, self.cluster(sub.cluster), self.middlewares, dedup)
+            await consumer.start()
+            self.consumers.append(consumer)
+        self._running = True
+        log.info("%s started: %d subscriber(s)", self.name, len(self.consumers))
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Graceful: stop fetching, finish or give back in-flight work,
+        commit, close. Idempotent."""
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        consumers, self.consumers = self.consumers, []
+        await asyncio.gather(*(c.stop(max(deadline - time.monotonic(), 0.0)) for c in consumers))
+        for hook in self._on_shutdown:
+            with contextlib.suppress(Exception):
+                await hook()
+        for name in list(self._connected):
+            await self._brokers[name].close()
+        self._connected.clear()
+        if self._dedup is not None:
+            await self._dedup.close()
+            self._dedup = None
+        self._running = False
+        self._stopped.set()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve(self) -> None:
+        """Start, run until SIGTERM or SIGINT (or `stop()`), then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._stopped.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        finally:
+            log.info("%s stopping", self.name)
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def run(self) -> None:
+        """Blocking `serve()` for scripts: `app.run()`."""
+        asyncio.run(self.serve())
+
+    def admin(self, cluster: str | None = None) -> LogAdmin:
+        """The broker's LogAdmin (topics, lag, stored records), if it has one."""
+        broker = self.cluster(cluster)
+        if not isinstance(broker, LogAdmin):
+            raise HeraldError(f"the {broker.name} broker cannot list topics or records")
+        return broker
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Handled, retried, dead-lettered and skipped counts per running subscriber."""
+        return {c.sub.name: dict(c.stats) for c in self.consumers}
+
+
+def _broker(target: str | Broker) -> Broker:
+    if isinstance(target, Broker):
+        return target
+    if isinstance(target, str):
+        return from_url(target)
+    raise ConfigError(f"broker must be a URL or a Broker, got {type(target).__name__}")
+
+
+def _due(delay: float | timedelta | None, deliver_at: datetime | float | None) -> float | None:
+    if delay is not None and deliver_at is not None:
+        raise ConfigError("give delay or deliver_at, not both")
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if seconds < 0:
+            raise ConfigError(f"delay must be >= 0, got {seconds}")
+        return time.time() + seconds if seconds > 0 else None
+    if deliver_at is not None:
+        if isinstance(deliver_at, datetime):
+            if deliver_at.tzinfo is None:
+                raise ConfigError("deliver_at needs a timezone (e.g. datetime.now(UTC))")
+            return deliver_at.timestamp()
+        return float(deliver_at)
+    return None
+
+
+def _message(
+    topic: str,
+    envelope: Envelope,
+    key: str | None,
+    headers: Mapping[str, str] | None,
+    due: float | None,
+) -> Message:
+    if not topic or not isinstance(topic, str):
+        raise ConfigError(f"topic must be a non-empty string, got {topic!r}")
+    if key is not None and not isinstance(key, str):
+        raise ConfigError(f"key must be a string, got {type(key).__name__}")
+    if headers is not None and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigError("headers must map strings to strings")
+    return Message(topic, envelope.data, envelope.to_headers(headers), key, due)

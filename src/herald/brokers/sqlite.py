@@ -1,0 +1,514 @@
+"""The SQLite broker: herald's embedded, durable default (`sqlite:///path.db`).
+
+One file holds a log of records per topic, split into partitions by key
+hash; consumer groups keep committed offsets per partition; workers of one
+group, in any number of processes, share the partitions through leases
+that expire when a process dies. Delayed records wait in their own table
+until due and then join the log, so the log itself stays in offset order.
+
+All database work of a broker runs on one thread of its own (sqlite3
+connections are not shared between threads); each call does a whole
+transaction there, so an event loop never waits on a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from herald.brokers._log import DataSignal, Lease, LogStorage, LogSubscription, plan_leases
+from herald.brokers.base import (
+    Broker,
+    Delivery,
+    Features,
+    GroupPosition,
+    LogAdmin,
+    Message,
+    Subscription,
+    TopicInfo,
+    partition_for,
+)
+from herald.errors import BrokerUnavailable, ConfigError, NotRunning
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS herald_topics (
+    name TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    key TEXT,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS herald_messages_partition ON herald_messages (topic, partition, id);
+CREATE TABLE IF NOT EXISTS herald_delayed (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
+    due_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS herald_delayed_due ON herald_delayed (due_at);
+CREATE TABLE IF NOT EXISTS herald_offsets (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    committed INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS herald_members (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    member TEXT NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    PRIMARY KEY (grp, topic, member)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS herald_leases (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    owner TEXT,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+"""
+
+_encode_headers = msgspec.msgpack.Encoder().encode
+_decode_headers = msgspec.msgpack.Decoder(dict[str, str]).decode
+
+
+class SqliteBroker(Broker, LogAdmin, LogStorage):
+    """`sqlite:///path.db?partitions=8&lease_ttl=10&retention=604800&synchronous=NORMAL`.
+
+    - partitions: per new topic (existing topics keep theirs).
+    - lease_ttl: seconds after which a silent worker's partitions are taken over.
+    - retention: seconds a record is kept once every group that reads its topic
+      has handled it (a topic no group reads, such as dead letters, is kept).
+    - synchronous: NORMAL survives a killed process; FULL also a power cut.
+    """
+
+    name = "sqlite"
+    features = Features()
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        partitions: int = 8,
+        lease_ttl: float = 10.0,
+        retention: float = 7 * 24 * 3600,
+        synchronous: str = "NORMAL",
+        poll_interval: float = 0.02,
+    ) -> None:
+        problems = []
+        if partitions < 1:
+            problems.append(f"partitions must be >= 1, got {partitions}")
+        if lease_ttl <= 0:
+            problems.append(f"lease_ttl must be > 0 seconds, got {lease_ttl}")
+        if retention <= 0:
+            problems.append(f"retention must be > 0 seconds, got {retention}")
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            problems.append(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        if problems:
+            raise ConfigError("sqlite broker: " + "; ".join(problems))
+        self.path = str(path)
+        self._default_partitions = partitions
+        self._lease_ttl = lease_ttl
+        self._retention = retention
+        self._synchronous = synchronous.upper()
+        self._poll_interval = poll_interval
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+        self._partitions: dict[str, int] = {}
+        self._counter = 0
+        self.signal = DataSignal()
+        self._delayed_added = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._subscriptions: list[LogSubscription] = []
+
+    # -- connection ----------------------------------------------------------
+    async def connect(self) -> None:
+        if self._db is not None:
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="herald-sqlite")
+        try:
+            await self._run(self._open)
+        except (sqlite3.Error, OSError) as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise BrokerUnavailable(
+                f"cannot open SQLite database {self.path!r}: {exc}; "
+                "check that the directory exists and is writable"
+            ) from exc
+        self._pump = asyncio.create_task(self._pump_loop(), name="herald-sqlite-pump")
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            if not parent.exists():
+                raise OSError(f"directory {str(parent)!r} does not exist")
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {self._synchronous}")
+        with _transaction(db):
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        self._db = db
+
+    async def close(self) -> None:
+        for sub in list(self._subscriptions):
+            await sub.close()
+        self._subscriptions.clear()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+        if self._executor is not None:
+            if self._db is not None:
+                await self._run(self._db.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._db = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise NotRunning("sqlite broker is not connected: call connect() or start the App")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise NotRunning("sqlite broker is not connected")
+        return self._db
+
+    # -- publishing ----------------------------------------------------------
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        delayed = await self._run(self._insert, list(messages), time.time())
+        self.signal.notify()
+        if delayed:
+            self._delayed_added.set()
+
+    def _partition_count(self, db: sqlite3.Connection, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            db.execute(
+                "INSERT OR IGNORE INTO herald_topics (name, partitions) VALUES (?, ?)",
+                (topic, self._default_partitions),
+            )
+            row = db.execute("SELECT partitions FROM herald_topics WHERE name = ?", (topic,)).fetchone()
+            count = int(row[0])
+            self._partitions[topic] = count
+        return count
+
+    def _insert(self, messages: list[Message], now: float) -> bool:
+        db = self._conn()
+        rows = []
+        delayed = []
+        with _transaction(db):
+            for m in messages:
+                headers = _encode_headers(m.headers)
+                if m.deliver_at is not None and m.deliver_at > now:
+                    delayed.append((m.topic, m.key, headers, m.body, m.deliver_at))
+                    continue
+                self._counter += 1
+                partition = partition_for(m.key, self._partition_count(db, m.topic), self._counter)
+                rows.append((m.topic, partition, m.key, headers, m.body, now))
+            if rows:
+                db.executemany(
+                    "INSERT INTO herald_messages (topic, partition, key, headers, body, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            if delayed:
+                db.executemany(
+                    "INSERT INTO herald_delayed (topic, key, headers, body, due_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    delayed,
+                )
+        return bool(delayed)
+
+    # -- delay and retention -------------------------------------------------
+    async def _pump_loop(self) -> None:
+        """Move due delayed records into the log; apply retention now and then."""
+        last_retention = 0.0
+        while True:
+            try:
+                moved, next_due = await self._run(self._move_due, time.time())
+                if moved:
+                    self.signal.notify()
+                if time.time() - last_retention > 60:
+                    last_retention = time.time()
+                    await self._run(self._apply_retention, time.time())
+            except sqlite3.Error:
+                next_due = None  # busy or locked: try again shortly
+            wait = 0.25 if next_due is None else min(max(next_due - time.time(), 0.001), 0.25)
+            self._delayed_added.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._delayed_added.wait()
+
+    def _move_due(self, now: float) -> tuple[bool, float | None]:
+        """Move due records; returns (moved any, when the next one is due or None)."""
+        db = self._conn()
+        row = db.execute("SELECT MIN(due_at) FROM herald_delayed").fetchone()
+        if row[0] is None or row[0] > now:
+            return False, None if row[0] is None else float(row[0])
+        with _transaction(db):
+            due = db.execute(
+                "SELECT id, topic, key, headers, body FROM herald_delayed"
+                " WHERE due_at <= ? ORDER BY due_at, id LIMIT 1000",
+                (now,),
+            ).fetchall()
+            rows = []
+            for _id, topic, key, headers, body in due:
+                self._counter += 1
+                partition = partition_for(key, self._partition_count(db, topic), self._counter)
+                rows.append((topic, partition, key, headers, body, now))
+            db.executemany(
+                "INSERT INTO herald_messages (topic, partition, key, headers, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.executemany("DELETE FROM herald_delayed WHERE id = ?", [(r[0],) for r in due])
+        nxt = db.execute("SELECT MIN(due_at) FROM herald_delayed").fetchone()[0]
+        return bool(due), None if nxt is None else float(nxt)
+
+    def _apply_retention(self, now: float) -> int:
+        """Delete records older than retention that every reading group has handled."""
+        db = self._conn()
+        removed = 0
+        with _transaction(db):
+            for topic, partition, committed in db.execute(
+                "SELECT topic, partition, MIN(committed) FROM herald_offsets"
+                " GROUP BY topic, partition"
+            ).fetchall():
+                removed += db.execute(
+                    "DELETE FROM herald_messages WHERE topic = ? AND partition = ?"
+                    " AND id <= ? AND created_at < ?",
+                    (topic, partition, committed, now - self._retention),
+                ).rowcount
+        return removed
+
+    # -- consuming -----------------------------------------------------------
+    async def subscribe(self, topics: Sequence[str], group: str) -> Subscription:
+        sub = LogSubscription(
+            self,
+            topics,
+            group,
+            heartbeat_interval=self._lease_ttl / 3,
+            commit_interval=0.05,
+        )
+        await sub.start()
+        self._subscriptions.append(sub)
+        return sub
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        def ensure() -> None:
+            db = self._conn()
+            with _transaction(db):
+                for topic in topics:
+                    self._partition_count(db, topic)
+
+        await self._run(ensure)
+
+    async def sync_group(
+        self, group: str, topic: str, member: str, commits: dict[int, int], leaving: bool = False
+    ) -> dict[int, int]:
+        return await self._run(self._sync_group, group, topic, member, commits, leaving, time.time())
+
+    def _sync_group(
+        self,
+        group: str,
+        topic: str,
+        member: str,
+        commits: dict[int, int],
+        leaving: bool,
+        now: float,
+    ) -> dict[int, int]:
+        db = self._conn()
+        ttl = self._lease_ttl
+        with _transaction(db):
+            leases = {
+                p: Lease(p, owner, expires)
+                for p, owner, expires in db.execute(
+                    "SELECT partition, owner, expires_at FROM herald_leases"
+                    " WHERE grp = ? AND topic = ?",
+                    (group, topic),
+                )
+            }
+            # Commit only where this member still holds the lease: a worker
+            # that lost a partition must not move another worker's position.
+            db.executemany(
+                "INSERT INTO herald_offsets (grp, topic, partition, committed) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (grp, topic, partition)"
+                " DO UPDATE SET committed = MAX(committed, excluded.committed)",
+                [
+                    (group, topic, p, offset)
+                    for p, offset in commits.items()
+                    if p in leases and leases[p].owner == member
+                ],
+            )
+            if leaving:
+                db.execute(
+                    "DELETE FROM herald_members WHERE grp = ? AND topic = ? AND member = ?",
+                    (group, topic, member),
+                )
+                db.execute(
+                    "UPDATE herald_leases SET owner = NULL WHERE grp = ? AND topic = ? AND owner = ?",
+                    (group, topic, member),
+                )
+                return {}
+            db.execute(
+                "INSERT INTO herald_members (grp, topic, member, heartbeat_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (grp, topic, member) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (group, topic, member, now),
+            )
+            db.execute(
+                "DELETE FROM herald_members WHERE grp = ? AND topic = ? AND heartbeat_at < ?",
+                (group, topic, now - ttl),
+            )
+            live = [
+                m for (m,) in db.execute(
+                    "SELECT member FROM herald_members WHERE grp = ? AND topic = ?", (group, topic)
+                )
+            ]
+            take, release = plan_leases(self._partition_count(db, topic), live, leases, member, now)
+            db.executemany(
+                "UPDATE herald_leases SET owner = NULL WHERE grp = ? AND topic = ? AND partition = ?",
+                [(group, topic, p) for p in release],
+            )
+            db.executemany(
+                "INSERT INTO herald_leases (grp, topic, partition, owner, expires_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (grp, topic, partition)"
+                " DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
+                [(group, topic, p, member, now + ttl) for p in take],
+            )
+            owned = {
+                p: int(c)
+                for p, c in db.execute(
+                    "SELECT l.partition, COALESCE(o.committed, 0) FROM herald_leases l"
+                    " LEFT JOIN herald_offsets o"
+                    " ON o.grp = l.grp AND o.topic = l.topic AND o.partition = l.partition"
+                    " WHERE l.grp = ? AND l.topic = ? AND l.owner = ?",
+                    (group, topic, member),
+                )
+            }
+        return owned
+
+    async def read(
+        self, topic: str, positions: dict[int, int], limit: int
+    ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+        return await self._run(self._read, topic, positions, limit)
+
+    def _read(
+        self, topic: str, positions: dict[int, int], limit: int
+    ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+        db = self._conn()
+        out: list[tuple[int, int, str | None, dict[str, str], bytes, float]] = []
+        for partition, after in positions.items():
+            for offset, key, headers, body, ts in db.execute(
+                "SELECT id, key, headers, body, created_at FROM herald_messages"
+                " WHERE topic = ? AND partition = ? AND id > ? ORDER BY id LIMIT ?",
+                (topic, partition, after, limit - len(out)),
+            ):
+                out.append((partition, offset, key, _decode_headers(headers), body, ts))
+            if len(out) >= limit:
+                break
+        return out
+
+    async def wait_for_data(self, seen: int, timeout: float) -> None:
+        # Other processes append too, and only polling sees that: wait briefly.
+        await self.signal.wait(seen, min(timeout, self._poll_interval))
+
+    # -- admin ---------------------------------------------------------------
+    async def topics(self) -> list[TopicInfo]:
+        return await self._run(self._topics)
+
+    def _topics(self) -> list[TopicInfo]:
+        db = self._conn()
+        counts = {
+            topic: n
+            for topic, n in db.execute("SELECT topic, COUNT(*) FROM herald_messages GROUP BY topic")
+        }
+        delayed = {
+            topic: n
+            for topic, n in db.execute("SELECT topic, COUNT(*) FROM herald_delayed GROUP BY topic")
+        }
+        infos = []
+        for name, partitions in db.execute("SELECT name, partitions FROM herald_topics ORDER BY name"):
+            groups = []
+            for (group,) in db.execute(
+                "SELECT DISTINCT grp FROM herald_offsets WHERE topic = ? ORDER BY grp", (name,)
+            ).fetchall():
+                (lag,) = db.execute(
+                    "SELECT COUNT(*) FROM herald_messages m WHERE m.topic = ? AND m.id >"
+                    " COALESCE((SELECT committed FROM herald_offsets o WHERE o.grp = ?"
+                    " AND o.topic = m.topic AND o.partition = m.partition), 0)",
+                    (name, group),
+                ).fetchone()
+                groups.append(GroupPosition(group, counts.get(name, 0) - lag, lag))
+            infos.append(
+                TopicInfo(name, partitions, counts.get(name, 0), delayed.get(name, 0), groups)
+            )
+        return infos
+
+    async def read_topic(
+        self, topic: str, *, after: int | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        def read() -> list[Delivery]:
+            rows = self._conn().execute(
+                "SELECT partition, id, key, headers, body, created_at FROM herald_messages"
+                " WHERE topic = ? AND id > ? ORDER BY id LIMIT ?",
+                (topic, after or 0, limit),
+            )
+            return [
+                Delivery(topic, p, offset, key, _decode_headers(h), body, ts)
+                for p, offset, key, h, body, ts in rows
+            ]
+
+        return await self._run(read)
+
+    async def delete(self, topic: str, offsets: Sequence[int]) -> int:
+        def delete() -> int:
+            db = self._conn()
+            with _transaction(db):
+                return sum(
+                    db.execute(
+                        "DELETE FROM herald_messages WHERE topic = ? AND id = ?", (topic, o)
+                    ).rowcount
+                    for o in offsets
+                )
+
+        return await self._run(delete)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Any:
+    """BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    else:
+        db.execute("COMMIT")

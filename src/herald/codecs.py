@@ -1,0 +1,200 @@
+"""Codecs turn payloads into bytes and back, chosen by `datacontenttype`.
+
+JSON (msgspec: the fastest validating JSON codec we measured, see
+docs/decisions.md) is the default; Protobuf messages use the Protobuf codec.
+`PayloadDecoder` decodes the data of an envelope into what a handler asked for.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import msgspec
+
+from herald.errors import ConfigError, DecodeError, UnknownEventType
+from herald.event import Envelope, registry, type_name_of, version_of
+from herald.upcasting import Upcasters, upcasters
+
+JSON = "application/json"
+PROTOBUF = "application/protobuf"
+OCTET_STREAM = "application/octet-stream"
+_PROTOBUF_ALIASES = frozenset({PROTOBUF, "application/x-protobuf", "application/vnd.google.protobuf"})
+
+
+class Codec(Protocol):
+    content_type: str
+
+    def encode(self, payload: Any) -> bytes: ...
+
+    def decode(self, data: bytes, target: type[Any] | None) -> Any: ...
+
+
+class JsonCodec:
+    """JSON through msgspec; decoding into a class validates it."""
+
+    content_type = JSON
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self._decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+    def encode(self, payload: Any) -> bytes:
+        try:
+            return self._encoder.encode(payload)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ConfigError(f"cannot encode {type(payload).__name__} as JSON: {exc}") from exc
+
+    def decode(self, data: bytes, target: type[Any] | None) -> Any:
+        decoder = self._decoders.get(target)
+        if decoder is None:
+            decoder = msgspec.json.Decoder(target) if target is not None else msgspec.json.Decoder()
+            self._decoders[target] = decoder
+        try:
+            return decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(f"payload does not match {_name(target)}: {exc}", kind="schema") from exc
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"payload is not valid JSON: {exc}", kind="decode") from exc
+
+    def convert(self, payload: Any, target: type[Any]) -> Any:
+        try:
+            return msgspec.convert(payload, target)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(f"payload does not match {_name(target)}: {exc}", kind="schema") from exc
+
+
+class ProtobufCodec:
+    """Protobuf messages (seed 003's job events); the target is the message class."""
+
+    content_type = PROTOBUF
+
+    def encode(self, payload: Any) -> bytes:
+        serialize = getattr(payload, "SerializeToString", None)
+        if serialize is None:
+            raise ConfigError(f"{type(payload).__name__} is not a Protobuf message")
+        return bytes(serialize())
+
+    def decode(self, data: bytes, target: type[Any] | None) -> Any:
+        if target is None or not hasattr(target, "FromString"):
+            raise DecodeError("a Protobuf payload needs a Protobuf message class to decode into",
+                              kind="schema")
+        try:
+            return target.FromString(data)
+        except Exception as exc:  # protobuf raises DecodeError of its own, and others
+            raise DecodeError(f"payload is not a valid {_name(target)}: {exc}",
+                              kind="decode") from exc
+
+
+json_codec = JsonCodec()
+protobuf_codec = ProtobufCodec()
+
+
+def is_protobuf(obj: Any) -> bool:
+    return hasattr(obj, "SerializeToString") and hasattr(obj, "DESCRIPTOR")
+
+
+def encode_payload(payload: Any, content_type: str | None = None) -> tuple[bytes, str]:
+    """Encode a payload; returns (bytes, datacontenttype)."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload), content_type or OCTET_STREAM
+    if is_protobuf(payload) or content_type in _PROTOBUF_ALIASES:
+        return protobuf_codec.encode(payload), content_type or PROTOBUF
+    if content_type not in (None, JSON) and not content_type.endswith("+json"):
+        raise ConfigError(f"no codec for content type {content_type!r}; use {JSON!r} or {PROTOBUF!r}")
+    return json_codec.encode(payload), content_type or JSON
+
+
+def _name(target: Any) -> str:
+    return getattr(target, "__name__", None) or str(target)
+
+
+# What a handler asks for, read off its annotation.
+RAW_KINDS = {bytes: "bytes", Envelope: "envelope"}
+
+
+class PayloadDecoder:
+    """Decodes an envelope's data into what one handler wants.
+
+    `targets` are event classes (Event subclasses or Protobuf messages); with
+    none, the handler gets the decoded JSON value (`dict`, `Any`), the raw
+    `bytes`, or the `Envelope` itself.
+    """
+
+    def __init__(
+        self,
+        targets: Iterable[type[Any]] = (),
+        *,
+        raw: str | None = None,
+        upcast: Upcasters = upcasters,
+    ) -> None:
+        self.targets = {type_name_of(cls): cls for cls in targets}
+        self.raw = raw
+        self._upcasters = upcast
+
+    @classmethod
+    def for_annotation(cls, annotation: Any, types: Iterable[type[Any]] | None = None) -> PayloadDecoder:
+        """Build from a handler's annotation (`T`, `A | B`, `list[T]`, `dict`, `bytes`...)."""
+        if types:
+            return cls(types)
+        origin = typing.get_origin(annotation)
+        if origin is list:  # batch handlers: the element type decides
+            (annotation,) = typing.get_args(annotation) or (Any,)
+            origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types_union()):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            return cls(members)
+        if annotation in RAW_KINDS:
+            return cls(raw=RAW_KINDS[annotation])
+        if annotation in (Any, dict, object, None) or annotation is typing.Any or origin is dict:
+            return cls(raw="json")
+        if isinstance(annotation, type) and (
+            hasattr(annotation, "__event_type__") or hasattr(annotation, "FromString")
+        ):
+            return cls([annotation])
+        raise ConfigError(
+            f"cannot decode events into {annotation!r}: annotate the handler's event parameter "
+            "with an Event subclass, a union of them, a Protobuf message, dict, bytes or Envelope"
+        )
+
+    def accepts(self, event_type: str) -> bool:
+        """False for a known event type this handler did not ask for (it is skipped)."""
+        if self.raw is not None or not self.targets:
+            return True
+        if event_type in self.targets:
+            return True
+        return event_type not in registry  # unknown everywhere: decode() dead-letters it
+
+    def decode(self, envelope: Envelope) -> Any:
+        if self.raw == "envelope":
+            return envelope
+        if self.raw == "bytes":
+            return envelope.data
+        content_type = envelope.datacontenttype or JSON
+        if self.raw == "json":
+            if content_type != JSON and not content_type.endswith("+json"):
+                raise DecodeError(f"handler wants JSON, event is {content_type}", kind="schema")
+            return json_codec.decode(envelope.data, None)
+        target = self.targets.get(envelope.type)
+        if target is None:
+            raise UnknownEventType(
+                f"unknown event type {envelope.type!r}; this handler takes "
+                f"{', '.join(sorted(self.targets)) or 'no typed events'}"
+            )
+        if content_type in _PROTOBUF_ALIASES:
+            return protobuf_codec.decode(envelope.data, target)
+        if content_type != JSON and not content_type.endswith("+json"):
+            raise DecodeError(f"no codec for content type {content_type!r}", kind="decode")
+        current = version_of(target)
+        version = envelope.dataversion or 1
+        if version == current:
+            return json_codec.decode(envelope.data, target)
+        payload = json_codec.decode(envelope.data, None)
+        payload = self._upcasters.upcast(envelope.type, payload, version, current)
+        return json_codec.convert(payload, target)
+
+
+def types_union() -> Any:
+    return types.UnionType

@@ -1,0 +1,255 @@
+"""Events and their CloudEvents 1.0 envelope.
+
+`Event` is the base of typed domain events (msgspec structs: fast to encode and
+validate). `Envelope` holds the CloudEvents attributes and the encoded `data`;
+on the wire the attributes travel as `ce_*` headers beside the data (binary
+mode), so tools that speak CloudEvents read our messages and we read theirs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+from herald.errors import ConfigError, DecodeError
+
+SPECVERSION = "1.0"
+
+# CloudEvents attribute -> header name (Kafka / AMQP binary content mode).
+_ATTRIBUTE_HEADERS: dict[str, str] = {
+    "id": "ce_id",
+    "source": "ce_source",
+    "type": "ce_type",
+    "specversion": "ce_specversion",
+    "time": "ce_time",
+    "subject": "ce_subject",
+    "dataversion": "ce_dataversion",
+    "correlationid": "ce_correlationid",
+    "causationid": "ce_causationid",
+    "traceparent": "ce_traceparent",
+    "aggregatetype": "ce_aggregatetype",
+}
+CONTENT_TYPE_HEADER = "content-type"
+_CE_PREFIX = "ce_"
+
+
+_StructMeta: Any = type(msgspec.Struct)
+
+
+class _EventMeta(_StructMeta):  # type: ignore[misc]
+    """Lets an event say its CloudEvents type and version in the class line.
+
+    A metaclass because msgspec structs reject unknown class keywords; a plain
+    `__init_subclass__` never sees them.
+    """
+
+    def __new__(
+        mcls,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, Any],
+        type: str | None = None,
+        version: int | None = None,
+        subject: str | None = None,
+        aggregate: str | None = None,
+        **struct_options: Any,
+    ) -> Any:
+        cls = super().__new__(mcls, name, bases, namespace, **struct_options)
+        if not namespace.get("__module__", "").startswith("herald.") or name != "Event":
+            if version is not None and (not isinstance(version, int) or version < 1):
+                raise ConfigError(f"{name}: version must be an integer >= 1, got {version!r}")
+            cls.__event_type__ = type or namespace.get("__event_type__") or name
+            cls.__event_version__ = version or 1
+            cls.__subject_field__ = subject
+            cls.__aggregate_type__ = aggregate
+            if subject is not None and subject not in cls.__struct_fields__:
+                raise ConfigError(f"{name}: subject={subject!r} is not a field of the event")
+            registry.register(cls)
+        return cls
+
+
+class Event(msgspec.Struct, metaclass=_EventMeta, kw_only=True):
+    """Base class of typed events.
+
+    ```python
+    class TodoCompleted(Event, type="todo.completed", version=1, subject="todo_id"):
+        todo_id: int
+        title: str
+    ```
+
+    `type` is the CloudEvents type (default: the class name), `version` the
+    schema version carried as `dataversion`, `subject` names the field that
+    holds the aggregate id. Fields are validated on decode.
+    """
+
+    __event_type__: ClassVar[str] = "Event"
+    __event_version__: ClassVar[int] = 1
+    __subject_field__: ClassVar[str | None] = None
+    __aggregate_type__: ClassVar[str | None] = None
+
+    def event_subject(self) -> str | None:
+        """The aggregate id taken from the field named by `subject=`, if any."""
+        field = self.__subject_field__
+        return None if field is None else str(getattr(self, field))
+
+
+class EventRegistry:
+    """Every event class of this process, by CloudEvents type. Last definition wins."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, type[Any]] = {}
+
+    def register(self, cls: type[Any], type_name: str | None = None) -> None:
+        name = type_name or getattr(cls, "__event_type__", None) or cls.__name__
+        self._by_type[name] = cls
+
+    def get(self, type_name: str) -> type[Any] | None:
+        return self._by_type.get(type_name)
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._by_type
+
+    def types(self) -> list[str]:
+        return sorted(self._by_type)
+
+
+registry = EventRegistry()
+
+
+def type_name_of(cls: type[Any]) -> str:
+    """The CloudEvents type of an event class (Event subclass or Protobuf message)."""
+    name = getattr(cls, "__event_type__", None)
+    if name:
+        return str(name)
+    descriptor = getattr(cls, "DESCRIPTOR", None)
+    if descriptor is not None:
+        return str(descriptor.full_name)
+    return cls.__name__
+
+
+def version_of(cls: type[Any]) -> int:
+    return int(getattr(cls, "__event_version__", 1))
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Envelope(msgspec.Struct, kw_only=True, gc=False):
+    """A CloudEvents 1.0 event: attributes plus the encoded `data`.
+
+    Extensions beyond the ones herald knows stay in `extensions` and travel
+    unchanged.
+    """
+
+    id: str
+    source: str
+    type: str
+    data: bytes = b""
+    specversion: str = SPECVERSION
+    time: str | None = None
+    subject: str | None = None
+    datacontenttype: str | None = None
+    dataversion: int | None = None
+    correlationid: str | None = None
+    causationid: str | None = None
+    traceparent: str | None = None
+    aggregatetype: str | None = None
+    extensions: dict[str, str] = {}
+
+    @property
+    def time_datetime(self) -> datetime | None:
+        """`time` parsed, or None when absent."""
+        if self.time is None:
+            return None
+        return datetime.fromisoformat(self.time.replace("Z", "+00:00"))
+
+    def to_headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The attributes as binary-mode headers; `extra` are user headers."""
+        headers: dict[str, str] = dict(extra) if extra else {}
+        headers["ce_id"] = self.id
+        headers["ce_source"] = self.source
+        headers["ce_type"] = self.type
+        headers["ce_specversion"] = self.specversion
+        if self.time is not None:
+            headers["ce_time"] = self.time
+        if self.subject is not None:
+            headers["ce_subject"] = self.subject
+        if self.datacontenttype is not None:
+            headers[CONTENT_TYPE_HEADER] = self.datacontenttype
+        if self.dataversion is not None:
+            headers["ce_dataversion"] = str(self.dataversion)
+        if self.correlationid is not None:
+            headers["ce_correlationid"] = self.correlationid
+        if self.causationid is not None:
+            headers["ce_causationid"] = self.causationid
+        if self.traceparent is not None:
+            headers["ce_traceparent"] = self.traceparent
+        if self.aggregatetype is not None:
+            headers["ce_aggregatetype"] = self.aggregatetype
+        for name, value in self.extensions.items():
+            headers[_CE_PREFIX + name] = value
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], data: bytes) -> Envelope:
+        """Read a binary-mode message; raises DecodeError when it is not a CloudEvent."""
+        missing = [h for h in ("ce_id", "ce_source", "ce_type") if not headers.get(h)]
+        if missing:
+            raise DecodeError(
+                f"not a CloudEvent: header(s) {', '.join(missing)} missing", kind="not-an-event"
+            )
+        version = headers.get("ce_dataversion")
+        dataversion: int | None = None
+        if version is not None:
+            try:
+                dataversion = int(version)
+            except ValueError:
+                raise DecodeError(
+                    f"ce_dataversion must be an integer, got {version!r}", kind="bad-envelope"
+                ) from None
+        specversion = headers.get("ce_specversion", SPECVERSION)
+        if not specversion.startswith("1."):
+            raise DecodeError(f"unsupported CloudEvents specversion {specversion!r}",
+                              kind="bad-envelope")
+        extensions = {
+            name[len(_CE_PREFIX):]: value
+            for name, value in headers.items()
+            if name.startswith(_CE_PREFIX) and name not in _KNOWN_HEADERS
+        }
+        return cls(
+            id=headers["ce_id"],
+            source=headers["ce_source"],
+            type=headers["ce_type"],
+            data=data,
+            specversion=specversion,
+            time=headers.get("ce_time"),
+            subject=headers.get("ce_subject"),
+            datacontenttype=headers.get(CONTENT_TYPE_HEADER),
+            dataversion=dataversion,
+            correlationid=headers.get("ce_correlationid"),
+            causationid=headers.get("ce_causationid"),
+            traceparent=headers.get("ce_traceparent"),
+            aggregatetype=headers.get("ce_aggregatetype"),
+            extensions=extensions,
+        )
+
+
+_KNOWN_HEADERS = frozenset(_ATTRIBUTE_HEADERS.values())
+
+
+def user_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers that are not CloudEvents attributes (the user's own)."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if not name.startswith(_CE_PREFIX) and name != CONTENT_TYPE_HEADER
+    }

@@ -1,0 +1,441 @@
+"""A subscriber (what the user declared) and its consumer (what runs it).
+
+The consumer fetches deliveries while fewer than `max_in_flight` are
+unfinished (back-pressure), hands each to a lane chosen by its key (so one
+key is handled by one lane, in order, while `concurrency` lanes run at
+once), decodes it, calls the handler through the middlewares, and settles
+it: acknowledged after success, moved to a retry stage or the dead letters
+after failure (and acknowledged only once moved), given back on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from herald import retry as h
+from herald.brokers.base import Broker, Delivery, Message, Subscription
+from herald.codecs import PayloadDecoder
+from herald.context import Context, current_envelope
+from herald.dedup import DedupStore
+from herald.errors import ConfigError, DecodeError
+from herald.event import Envelope, utc_now_iso
+from herald.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from herald.app import App
+
+Handler = Callable[[Context], Awaitable[None]]
+Middleware = Callable[[Handler], Handler]
+log = logging.getLogger("herald.consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Close a batch at `size` events or `timeout` seconds after its first one."""
+
+    size: int = 10
+    timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.timeout <= 0:
+            raise ConfigError(f"Batch needs size >= 1 and timeout > 0, got {self.size}, {self.timeout}")
+
+
+@dataclass(slots=True)
+class Subscriber:
+    """One `@app.subscriber(...)` declaration."""
+
+    topic: str
+    group: str
+    fn: Callable[..., Awaitable[Any]]
+    decoder: PayloadDecoder
+    takes_context: bool
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    batch: Batch | None = None
+    concurrency: int = 1
+    max_in_flight: int = 1000
+    dedup: bool = False
+    cluster: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}:{self.topic}:{getattr(self.fn, '__qualname__', 'handler')}"
+
+
+def inspect_handler(fn: Callable[..., Any]) -> tuple[Any, bool]:
+    """(annotation of the event parameter, whether the handler takes a Context)."""
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigError(f"handler {fn!r} must be an `async def` function")
+    params = list(inspect.signature(fn, eval_str=True).parameters.values())
+    if not 1 <= len(params) <= 2:
+        raise ConfigError(
+            f"handler {fn.__qualname__} must take (event) or (event, ctx), "
+            f"it takes {len(params)} parameters"
+        )
+    annotation = params[0].annotation
+    if annotation is inspect.Parameter.empty:
+        annotation = Any
+    return annotation, len(params) == 2
+
+
+class Consumer:
+    """Runs one subscriber on one broker. `start` then `stop`; not reusable."""
+
+    def __init__(
+        self,
+        app: App,
+        sub: Subscriber,
+        broker: Broker,
+        middlewares: list[Middleware],
+        dedup: DedupStore | None,
+    ) -> None:
+        self.app = app
+        self.sub = sub
+        self.broker = broker
+        self.policy = sub.retry
+        self.dedup = dedup if sub.dedup else None
+        self.stats = {"handled": 0, "retried": 0, "dead_lettered": 0, "skipped": 0}
+        self._chain = self._build_chain(middlewares)
+        self._subscription: Subscription | None = None
+        self._lanes: list[asyncio.Queue[Delivery]] = [
+            asyncio.Queue() for _ in range(sub.concurrency)
+        ]
+        self._round_robin = itertools.count()
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fetcher: asyncio.Task[None] | None = None
+
+    def _build_chain(self, middlewares: list[Middleware]) -> Handler:
+        fn = self.sub.fn
+        if self.sub.takes_context:
+            async def call(ctx: Context) -> None:
+                await fn(ctx.event, ctx)
+        else:
+            async def call(ctx: Context) -> None:
+                await fn(ctx.event)
+        handler: Handler = call
+        for middleware in reversed(middlewares):
+            handler = middleware(handler)
+        return handler
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        topics = [self.sub.topic, self.policy.retry_topic(self.sub.topic)]
+        self._subscription = await self.broker.subscribe(topics, self.sub.group)
+        work = self._batch_lane if self.sub.batch else self._lane
+        self._tasks = [
+            asyncio.create_task(work(q), name=f"herald-lane-{self.sub.name}-{i}")
+            for i, q in enumerate(self._lanes)
+        ]
+        self._fetcher = asyncio.create_task(self._fetch_loop(), name=f"herald-fetch-{self.sub.name}")
+
+    async def stop(self, timeout: float) -> None:
+        """Stop fetching, finish in-flight work within `timeout` (the rest is
+        given back for redelivery), commit and leave. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._room.set()
+        if self._fetcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fetcher
+        for lane in self._lanes:  # not started yet: give back at once
+            while not lane.empty():
+                await lane.get_nowait().nack()
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # -- fetching ------------------------------------------------------------
+    async def _fetch_loop(self) -> None:
+        assert self._subscription is not None
+        failures = 0
+        while not self._stopping.is_set():
+            room = self.sub.max_in_flight - self._in_flight
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                deliveries = await self._subscription.fetch(min(room, 500), 0.2)
+                failures = 0
+            except Exception as exc:  # broker trouble: back off, never spin
+                failures += 1
+                log.warning("fetch failed for %s (%s); retrying", self.sub.name, exc)
+                await self._sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            for delivery in deliveries:
+                self._in_flight += 1
+                self._lane_for(delivery).put_nowait(delivery)
+
+    def _lane_for(self, delivery: Delivery) -> asyncio.Queue[Delivery]:
+        lanes = self._lanes
+        if len(lanes) == 1:
+            return lanes[0]
+        if delivery.key is None:
+            return lanes[next(self._round_robin) % len(lanes)]
+        return lanes[hash(delivery.key) % len(lanes)]
+
+    def _done(self, count: int = 1) -> None:
+        self._in_flight -= count
+        self._room.set()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; False when stopped meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return not self._stopping.is_set()
+
+    # -- one at a time -------------------------------------------------------
+    async def _lane(self, queue: asyncio.Queue[Delivery]) -> None:
+        while True:
+            delivery = await queue.get()
+            try:
+                await self._handle_one(delivery)
+            except asyncio.CancelledError:
+                await delivery.nack()
+                raise
+            except Exception:  # a bug of ours must not stop the lane; redeliver
+                log.exception("herald failed handling %r; it will be redelivered", delivery)
+                await delivery.nack()
+            finally:
+                self._done()
+
+    async def _handle_one(self, delivery: Delivery) -> None:
+        prepared = await self._prepare(delivery)
+        if prepared is None:
+            return
+        envelope, event, retry_count = prepared
+        if self.dedup is not None and await self.dedup.seen(self.sub.group, envelope.id):
+            self.stats["skipped"] += 1
+            await delivery.ack()
+            return
+        policy = self.policy
+        first_failure: str | None = None
+        for attempt in range(1, policy.attempts + 1):
+            ctx = Context(
+                app=self.app, topic=self.sub.topic, group=self.sub.group, envelope=envelope,
+                event=event, key=delivery.key, headers=delivery.headers,
+                partition=delivery.partition, offset=delivery.offset, attempt=attempt,
+                retry_count=retry_count,
+            )
+            token = current_envelope.set(envelope)
+            try:
+                await self._chain(ctx)
+            except Exception as exc:
+                first_failure = first_failure or utc_now_iso()
+                if attempt < policy.attempts:
+                    self.stats["retried"] += 1
+                    if not await self._sleep(policy.delay_before(attempt + 1)):
+                        await delivery.nack()
+                        return
+                    continue
+                await self._fail(delivery, exc, retry_count, attempt, first_failure)
+                return
+            finally:
+                current_envelope.reset(token)
+            break
+        if self.dedup is not None:
+            await self.dedup.remember(self.sub.group, [envelope.id])
+        self.stats["handled"] += 1
+        await delivery.ack()
+
+    async def _prepare(self, delivery: Delivery) -> tuple[Envelope, Any, int] | None:
+        """Decode; poison goes to dead letters, other groups' retries and
+        unwanted types are acknowledged. None when nothing is left to do."""
+        headers = delivery.headers
+        retry_group = headers.get(h.RETRY_GROUP)
+        if retry_group is not None and retry_group != self.sub.group:
+            await delivery.ack()
+            return None
+        try:
+            retry_count = int(headers.get(h.RETRY_COUNT, "0"))
+            if retry_count < 0:
+                raise ValueError
+        except ValueError:
+            error = DecodeError(f"header {h.RETRY_COUNT}={headers[h.RETRY_COUNT]!r} is not a count",
+                                kind="bad-retry-header")
+            await self._dead_letter(delivery, error, 0, error.kind)
+            return None
+        try:
+            envelope = Envelope.from_headers(headers, delivery.body)
+            if not self.sub.decoder.accepts(envelope.type):
+                self.stats["skipped"] += 1
+                await delivery.ack()
+                return None
+            event = self.sub.decoder.decode(envelope)
+        except DecodeError as error:
+            await self._dead_letter(delivery, error, 0, error.kind)
+            return None
+        return envelope, event, retry_count
+
+    # -- batches -------------------------------------------------------------
+    async def _batch_lane(self, queue: asyncio.Queue[Delivery]) -> None:
+        assert self.sub.batch is not None
+        size, timeout = self.sub.batch.size, self.sub.batch.timeout
+        while True:
+            batch = [await queue.get()]
+            try:
+                async with asyncio.timeout(timeout):
+                    while len(batch) < size:
+                        batch.append(await queue.get())
+            except TimeoutError:
+                pass
+            try:
+                await self._handle_batch(batch)
+            except asyncio.CancelledError:
+                for delivery in batch:
+                    await delivery.nack()
+                raise
+            except Exception:
+                log.exception("herald failed handling a batch; it will be redelivered")
+                for delivery in batch:
+                    await delivery.nack()
+            finally:
+                self._done(len(batch))
+
+    async def _handle_batch(self, deliveries: list[Delivery]) -> None:
+        items: list[tuple[Delivery, Envelope, Any, int]] = []
+        for delivery in deliveries:
+            prepared = await self._prepare(delivery)
+            if prepared is None:
+                continue
+            envelope = prepared[0]
+            if self.dedup is not None and await self.dedup.seen(self.sub.group, envelope.id):
+                self.stats["skipped"] += 1
+                await delivery.ack()
+                continue
+            items.append((delivery, *prepared))
+        if items:  # never call a handler with an empty batch (seed 001's bug)
+            await self._run_batch(items)
+
+    async def _run_batch(self, items: list[tuple[Delivery, Envelope, Any, int]]) -> None:
+        policy = self.policy
+        first_failure: str | None = None
+        for attempt in range(1, policy.attempts + 1):
+            ctx = Context(
+                app=self.app, topic=self.sub.topic, group=self.sub.group, envelope=items[0][1],
+                event=[item[2] for item in items], key=items[0][0].key,
+                headers=items[0][0].headers, partition=items[0][0].partition,
+                offset=items[0][0].offset, attempt=attempt, retry_count=items[0][3],
+                envelopes=[item[1] for item in items],
+            )
+            try:
+                await self._chain(ctx)
+            except Exception as exc:
+                first_failure = first_failure or utc_now_iso()
+                if attempt < policy.attempts:
+                    self.stats["retried"] += 1
+                    if not await self._sleep(policy.delay_before(attempt + 1)):
+                        for delivery, *_ in items:
+                            await delivery.nack()
+                        return
+                    continue
+                if len(items) > 1:  # split to find the bad one; the good ones go on
+                    middle = len(items) // 2
+                    await self._run_batch(items[:middle])
+                    await self._run_batch(items[middle:])
+                    return
+                delivery, _, _, retry_count = items[0]
+                await self._fail(delivery, exc, retry_count, attempt, first_failure)
+                return
+            break
+        if self.dedup is not None:
+            await self.dedup.remember(self.sub.group, [item[1].id for item in items])
+        self.stats["handled"] += len(items)
+        for delivery, *_ in items:
+            await delivery.ack()
+
+    # -- failure -------------------------------------------------------------
+    async def _fail(
+        self, delivery: Delivery, exc: Exception, retry_count: int, attempts: int, first: str
+    ) -> None:
+        """After the in-process attempts: the next retry stage, or the dead letters."""
+        if retry_count >= self.policy.stages:
+            await self._dead_letter(delivery, exc, attempts, "handler-error", first)
+            return
+        headers = self._failure_headers(delivery, exc, attempts, "handler-error", first)
+        headers[h.RETRY_COUNT] = str(retry_count + 1)
+        headers[h.RETRY_GROUP] = self.sub.group
+        message = Message(
+            self.policy.retry_topic(self.sub.topic), delivery.body, headers, delivery.key,
+            deliver_at=time.time() + self.policy.stage_delay,
+        )
+        if await self._move(delivery, message):
+            self.stats["retried"] += 1
+
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        exc: BaseException,
+        attempts: int,
+        reason: str,
+        first: str | None = None,
+    ) -> None:
+        headers = self._failure_headers(delivery, exc, attempts, reason, first)
+        headers.pop(h.RETRY_GROUP, None)
+        message = Message(
+            self.policy.dead_letter_topic(self.sub.topic), delivery.body, headers, delivery.key
+        )
+        if await self._move(delivery, message):
+            self.stats["dead_lettered"] += 1
+            log.warning(
+                "dead letter: %s from %s (group %s): %s: %s",
+                delivery.headers.get("ce_id", "?"), self.sub.topic, self.sub.group,
+                type(exc).__name__, exc,
+            )
+
+    def _failure_headers(
+        self, delivery: Delivery, exc: BaseException, attempts: int, reason: str, first: str | None
+    ) -> dict[str, str]:
+        now = utc_now_iso()
+        headers = dict(delivery.headers)
+        headers.setdefault(h.ORIGINAL_TOPIC, self.sub.topic)
+        headers.setdefault(h.ORIGINAL_PARTITION, str(delivery.partition))
+        headers.setdefault(h.ORIGINAL_OFFSET, str(delivery.offset))
+        headers.setdefault(h.FIRST_FAILURE, first or now)
+        headers[h.LAST_FAILURE] = now
+        headers[h.ERROR_TYPE] = type(exc).__name__
+        headers[h.ERROR_MESSAGE] = str(exc)[:2000]
+        previous = int(headers.get(h.ATTEMPTS, "0")) if headers.get(h.ATTEMPTS, "").isdigit() else 0
+        headers[h.ATTEMPTS] = str(previous + attempts)
+        headers[h.REASON] = reason
+        headers[h.GROUP] = self.sub.group
+        return headers
+
+    async def _move(self, delivery: Delivery, message: Message) -> bool:
+        """Publish to a retry or dead-letter topic, then acknowledge. A failed
+        publish is retried (never dropped); on shutdown the delivery is given back."""
+        backoff = 0.05
+        while True:
+            try:
+                await self.broker.publish([message])
+            except Exception as exc:
+                log.warning("could not move %r to %s (%s); retrying", delivery, message.topic, exc)
+                if not await self._sleep(backoff):
+                    await delivery.nack()
+                    return False
+                backoff = min(backoff * 2, 5.0)
+                continue
+            await delivery.ack()
+            return True
