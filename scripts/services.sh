@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016  # the bash -c probe scripts take their arguments as $0, $1, ...
 # Local services for herald's tests (DESIGN.md section 9).
 #
 #   scripts/services.sh up [NAME...]       install (Debian packages) and start, wait until they answer
@@ -18,7 +19,7 @@
 # Data and logs live in .services/<name>/ (override with HERALD_SERVICES_DIR).
 # Kafka's jars come from Maven Central via scripts/kafka/pom.xml and are cached
 # in ~/.cache/herald (override with HERALD_CACHE_DIR). Per-service start timeout:
-# HERALD_SERVICES_TIMEOUT seconds (default 60, Kafka and RabbitMQ 120).
+# HERALD_SERVICES_TIMEOUT seconds (defaults: 30 redis/nats, 60 postgres, 120 kafka/rabbitmq).
 # docker-compose.yml offers the same services for people with Docker.
 set -euo pipefail
 
@@ -49,7 +50,7 @@ say() { printf 'services: %s\n' "$*"; }
 warn() { printf 'services: warning: %s\n' "$*" >&2; }
 die() { printf 'services: ERROR: %s\n' "$*" >&2; exit 1; }
 now() { printf '%s' "${EPOCHREALTIME/[.,]/}"; }            # microseconds
-since() { local d=$(( $(now) - $1 )); printf '%d.%01ds' $((d / 1000000)) $((d % 1000000 / 100000)); }
+since() { local d=$(( $(now) - $1 )); printf '%d.%02ds' $((d / 1000000)) $((d % 1000000 / 10000)); }
 relpath() { local p=$1; [[ $p == "$ROOT"/* ]] && p=${p#"$ROOT"/}; printf '%s' "$p"; }
 
 svc_home() { printf '%s/%s' "$SVC_DIR" "$1"; }
@@ -87,9 +88,18 @@ as_pg() {
 pid_matches() {
   local pid=$1 pattern=$2 cmd
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  pid_alive "$pid" || return 1
   cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   [[ $cmd == *$pattern* ]]
+}
+
+# Alive = exists and is not a zombie (orphans are reaped by whatever runs as
+# pid 1, which in some containers is slow to do it or never does).
+pid_alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state=$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z && $state != X ]]
 }
 
 read_pid() { [[ -r $1 ]] && head -n 1 "$1" 2>/dev/null | tr -d '[:space:]'; }
@@ -118,8 +128,8 @@ probe_postgres() {
   if bin=$(pg_bindir 2>/dev/null) && [[ -x $bin/pg_isready ]]; then
     "$bin/pg_isready" -q -h "$HOST" -p "${PORT[postgres]}" -t 2
   else   # SSLRequest: the server answers 'S' or 'N'
-    [[ $(tcp_exchange "${PORT[postgres]}" '\x00\x00\x00\x08\x04\xd2\x16\x2f' 1) == 4e || \
-       $(tcp_exchange "${PORT[postgres]}" '\x00\x00\x00\x08\x04\xd2\x16\x2f' 1) == 53 ]]
+    local hex; hex=$(tcp_exchange "${PORT[postgres]}" '\x00\x00\x00\x08\x04\xd2\x16\x2f' 1)
+    [[ $hex == 4e || $hex == 53 ]]
   fi
 }
 
@@ -145,6 +155,8 @@ probe_kafka() {   # ApiVersions v0, correlation id 42 -> same id, error code 0
 }
 
 probe() { "probe_$1"; }
+
+port_taken() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null; }
 
 # ----------------------------------------------------- ownership (our pids)
 
@@ -178,7 +190,7 @@ RABBIT_BIN=/usr/lib/rabbitmq/bin   # the real scripts; /usr/sbin/rabbitmq-* insi
 
 kafka_libs_dir() {
   local hash
-  hash=$(cat "$SCRIPT_DIR/kafka/pom.xml" | sha256sum | cut -c1-12)
+  hash=$(sha256sum <"$SCRIPT_DIR/kafka/pom.xml" | cut -c1-12)
   printf '%s/kafka-%s/libs' "$CACHE_DIR" "$hash"
 }
 
@@ -203,8 +215,9 @@ apt_install() {
   local pkgs=("$@") created_policy=
   local sudo=()
   if (( EUID != 0 )); then
-    command -v sudo >/dev/null && sudo -n true 2>/dev/null \
-      || die "need root to install: ${pkgs[*]} (run: sudo apt-get install ${pkgs[*]})"
+    if ! command -v sudo >/dev/null || ! sudo -n true 2>/dev/null; then
+      die "need root to install: ${pkgs[*]} (run: sudo apt-get install ${pkgs[*]})"
+    fi
     sudo=(sudo -n)
   fi
   command -v apt-get >/dev/null || die "apt-get not found; install by hand: ${pkgs[*]}"
@@ -247,7 +260,7 @@ fetch_kafka_libs() {
   fi
   rm -rf "$libs"; mv "$tmp" "$libs"
   touch "$cache/.complete"
-  say "kafka: $(ls "$libs" | wc -l) jars fetched in $(since "$t0")"
+  say "kafka: $(find "$libs" -name '*.jar' | wc -l) jars fetched in $(since "$t0")"
 }
 
 # -------------------------------------------------------- starting, per service
@@ -291,6 +304,13 @@ local   all   all                  trust
 host    all   all   127.0.0.1/32   scram-sha-256
 host    all   all   ::1/128        scram-sha-256
 EOF
+  fi
+  # After a crash the lock file can name a postmaster that is gone, or a zombie
+  # nobody has reaped yet; postgres itself would refuse to start over the latter.
+  # (It still refuses if an old shared memory block is in use.)
+  local old; old=$(read_pid "$data/postmaster.pid") || true
+  if [[ -n $old ]] && ! pid_alive "$old"; then
+    rm -f "$data/postmaster.pid"
   fi
   if (( EUID == 0 )); then
     launch postgres setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$data"
@@ -367,7 +387,9 @@ start_kafka() {
   local dir libs major
   dir=$(svc_home kafka); libs=$(kafka_libs_dir)
   major=$(java_major)
-  [[ -n $major ]] && (( major >= 17 )) || die "kafka: needs Java 17 or newer (found: $(java -version 2>&1 | head -n 1))"
+  if [[ -z $major ]] || (( major < 17 )); then
+    die "kafka: needs Java 17 or newer (found: $(java -version 2>&1 | head -n 1))"
+  fi
   mkdir -p "$dir/data"
   cat >"$dir/server.properties" <<EOF
 # written by scripts/services.sh -- single-node KRaft broker for tests
@@ -425,11 +447,11 @@ stop_one() {
   esac
   local t0; t0=$(now)
   kill -s "$sig" "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
+  while pid_alive "$pid"; do
     if (( waited >= limit * 10 )); then
       warn "$name (pid $pid) did not stop within ${limit}s; killing it"
       kill -s KILL "$pid" 2>/dev/null || true
-      [[ $name == rabbitmq ]] && pkill_beam
+      [[ $name == rabbitmq ]] && kill_beam
       sleep 0.5
       break
     fi
@@ -445,7 +467,7 @@ stop_one() {
   say "$name: stopped ($(since "$t0"))"
 }
 
-pkill_beam() {   # the VM behind a rabbitmq-server wrapper we had to SIGKILL
+kill_beam() {   # the VM behind a rabbitmq-server wrapper we had to SIGKILL
   local pid; pid=$(read_pid "$(svc_home rabbitmq)/beam.pid") || return 0
   pid_matches "$pid" beam && kill -s KILL "$pid" 2>/dev/null || true
 }
@@ -473,7 +495,7 @@ wait_up() {
 }
 
 cmd_up() {
-  local t_all name pids starting=() missing
+  local t_all name missing
   t_all=$(now)
   local need=()
   for name in "$@"; do
@@ -501,6 +523,8 @@ cmd_up() {
     started_at[$name]=$(now)
     if our_pid "$name" >/dev/null; then
       say "$name: process running but not answering yet; waiting"
+    elif port_taken "${PORT[$name]}"; then
+      die "$name: $HOST:${PORT[$name]} is taken by another program that does not answer like $name"
     else
       say "$name: starting on $HOST:${PORT[$name]}"
       "start_$name"
@@ -551,13 +575,14 @@ cmd_status() {
       state=down; rc=1
       if pid=$(our_pid "$name"); then extra="pid $pid, not answering; see $(relpath "$(log_file "$name")")"; fi
     fi
-    printf '%-9s %-5s %s:%-5s %s\n' "$name" "$state" "$HOST" "${PORT[$name]}" "$extra"
+    local line; line=$(printf '%-9s %-5s %s:%-5s %s' "$name" "$state" "$HOST" "${PORT[$name]}" "$extra")
+    printf '%s\n' "${line%"${line##*[! ]}"}"
   done
   return $rc
 }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '3,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 

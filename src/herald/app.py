@@ -48,11 +48,15 @@ class App:
         if not name or not isinstance(name, str):
             raise ConfigError("App needs a non-empty name: it is the source of its events")
         self.name = name
-        self._brokers: dict[str, Broker] = {DEFAULT_CLUSTER: _broker(broker)}
-        for cluster, target in (clusters or {}).items():
-            if cluster == DEFAULT_CLUSTER:
+        self._running = False
+        # Brokers made here from URLs are the App's to close; a Broker object
+        # passed in belongs to the caller (several Apps may share it).
+        self._brokers: dict[str, Broker] = {}
+        self._owned: set[str] = set()
+        for cluster, target in {DEFAULT_CLUSTER: broker, **(clusters or {})}.items():
+            if cluster == DEFAULT_CLUSTER and target is not broker:
                 raise ConfigError(f"cluster name {DEFAULT_CLUSTER!r} is the App's own broker")
-            self._brokers[cluster] = _broker(target)
+            self.use_broker(target, cluster)
         self._dedup = dedup
         self.retry = retry or RetryPolicy()
         self.shutdown_timeout = shutdown_timeout
@@ -61,12 +65,21 @@ class App:
         self.consumers: list[Consumer] = []
         self._connected: set[str] = set()
         self._connect_lock = asyncio.Lock()
-        self._running = False
         self._stopped = asyncio.Event()
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     # -- declaring -----------------------------------------------------------
+    def use_broker(self, target: str | Broker, cluster: str = DEFAULT_CLUSTER) -> None:
+        """Set the broker of a cluster (the default one unless named), before start."""
+        if self._running:
+            raise ConfigError("cannot change brokers of a running App; stop it first")
+        self._brokers[cluster] = _broker(target)
+        if isinstance(target, Broker):
+            self._owned.discard(cluster)
+        else:
+            self._owned.add(cluster)
+
     @property
     def broker(self) -> Broker:
         return self._brokers[DEFAULT_CLUSTER]
@@ -289,7 +302,8 @@ class App:
             with contextlib.suppress(Exception):
                 await hook()
         for name in list(self._connected):
-            await self._brokers[name].close()
+            if name in self._owned:
+                await self._brokers[name].close()
         self._connected.clear()
         if self._dedup is not None:
             await self._dedup.close()

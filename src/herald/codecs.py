@@ -58,6 +58,8 @@ class JsonCodec:
             raise DecodeError(f"payload does not match {_name(target)}: {exc}", kind="schema") from exc
         except msgspec.DecodeError as exc:
             raise DecodeError(f"payload is not valid JSON: {exc}", kind="decode") from exc
+        except RecursionError as exc:  # msgspec's answer to `[[[[...` nested too deep
+            raise DecodeError(f"payload is not valid JSON: {exc}", kind="decode") from exc
 
     def convert(self, payload: Any, target: type[Any]) -> Any:
         try:
@@ -96,18 +98,32 @@ def is_protobuf(obj: Any) -> bool:
     return hasattr(obj, "SerializeToString") and hasattr(obj, "DESCRIPTOR")
 
 
+def media_type(content_type: str | None) -> str | None:
+    """`Application/JSON; charset=utf-8` -> `application/json`: what picks the codec."""
+    if content_type is None:
+        return None
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_json(media: str | None) -> bool:
+    return media is None or media == JSON or media.endswith("+json")
+
+
 def encode_payload(payload: Any, content_type: str | None = None) -> tuple[bytes, str]:
     """Encode a payload; returns (bytes, datacontenttype)."""
     if isinstance(payload, bytes | bytearray | memoryview):
         return bytes(payload), content_type or OCTET_STREAM
-    if is_protobuf(payload) or content_type in _PROTOBUF_ALIASES:
+    media = media_type(content_type)
+    if is_protobuf(payload) or media in _PROTOBUF_ALIASES:
         return protobuf_codec.encode(payload), content_type or PROTOBUF
-    if content_type not in (None, JSON) and not content_type.endswith("+json"):
+    if not _is_json(media):
         raise ConfigError(f"no codec for content type {content_type!r}; use {JSON!r} or {PROTOBUF!r}")
     return json_codec.encode(payload), content_type or JSON
 
 
 def _name(target: Any) -> str:
+    if target is None:
+        return "JSON"
     return getattr(target, "__name__", None) or str(target)
 
 
@@ -131,6 +147,9 @@ class PayloadDecoder:
         upcast: Upcasters = upcasters,
     ) -> None:
         self.targets = {type_name_of(cls): cls for cls in targets}
+        for name, cls in self.targets.items():
+            if name not in registry:  # Protobuf classes: known here, so others skip them
+                registry.register(cls, name)
         self.raw = raw
         self._upcasters = upcast
 
@@ -145,14 +164,18 @@ class PayloadDecoder:
             origin = typing.get_origin(annotation)
         if origin in (typing.Union, types_union()):
             members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            for member in members:
+                if not _is_event_class(member):
+                    raise ConfigError(
+                        f"cannot decode events into {annotation!r}: {member!r} is not an Event "
+                        "subclass or a Protobuf message; a union may hold only those"
+                    )
             return cls(members)
         if annotation in RAW_KINDS:
             return cls(raw=RAW_KINDS[annotation])
         if annotation in (Any, dict, object, None) or annotation is typing.Any or origin is dict:
             return cls(raw="json")
-        if isinstance(annotation, type) and (
-            hasattr(annotation, "__event_type__") or hasattr(annotation, "FromString")
-        ):
+        if _is_event_class(annotation):
             return cls([annotation])
         raise ConfigError(
             f"cannot decode events into {annotation!r}: annotate the handler's event parameter "
@@ -173,8 +196,9 @@ class PayloadDecoder:
         if self.raw == "bytes":
             return envelope.data
         content_type = envelope.datacontenttype or JSON
+        media = media_type(content_type)
         if self.raw == "json":
-            if content_type != JSON and not content_type.endswith("+json"):
+            if not _is_json(media):
                 raise DecodeError(f"handler wants JSON, event is {content_type}", kind="schema")
             return json_codec.decode(envelope.data, None)
         target = self.targets.get(envelope.type)
@@ -183,10 +207,15 @@ class PayloadDecoder:
                 f"unknown event type {envelope.type!r}; this handler takes "
                 f"{', '.join(sorted(self.targets)) or 'no typed events'}"
             )
-        if content_type in _PROTOBUF_ALIASES:
+        if media in _PROTOBUF_ALIASES:
             return protobuf_codec.decode(envelope.data, target)
-        if content_type != JSON and not content_type.endswith("+json"):
+        if not _is_json(media):
             raise DecodeError(f"no codec for content type {content_type!r}", kind="decode")
+        if is_protobuf(target):  # msgspec cannot decode JSON into a Protobuf class
+            raise DecodeError(
+                f"{envelope.type} is a Protobuf message, but the event came as {content_type}",
+                kind="decode",
+            )
         current = version_of(target)
         version = envelope.dataversion or 1
         if version == current:
@@ -198,3 +227,9 @@ class PayloadDecoder:
 
 def types_union() -> Any:
     return types.UnionType
+
+
+def _is_event_class(annotation: Any) -> bool:
+    return isinstance(annotation, type) and (
+        hasattr(annotation, "__event_type__") or hasattr(annotation, "FromString")
+    )

@@ -58,6 +58,9 @@ class _EventMeta(_StructMeta):  # type: ignore[misc]
         aggregate: str | None = None,
         **struct_options: Any,
     ) -> Any:
+        # msgspec does not inherit kw_only; events are keyword-only all the way down,
+        # so a field added or moved in a new version cannot shift positional arguments.
+        struct_options.setdefault("kw_only", True)
         cls = super().__new__(mcls, name, bases, namespace, **struct_options)
         if not namespace.get("__module__", "").startswith("herald.") or name != "Event":
             if version is not None and (not isinstance(version, int) or version < 1):
@@ -175,6 +178,8 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False):
     def to_headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The attributes as binary-mode headers; `extra` are user headers."""
         headers: dict[str, str] = dict(extra) if extra else {}
+        for name, value in self.extensions.items():  # first: an attribute always wins
+            headers[_CE_PREFIX + name] = value
         headers["ce_id"] = self.id
         headers["ce_source"] = self.source
         headers["ce_type"] = self.type
@@ -195,8 +200,6 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False):
             headers["ce_traceparent"] = self.traceparent
         if self.aggregatetype is not None:
             headers["ce_aggregatetype"] = self.aggregatetype
-        for name, value in self.extensions.items():
-            headers[_CE_PREFIX + name] = value
         return headers
 
     @classmethod
@@ -210,12 +213,15 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False):
         version = headers.get("ce_dataversion")
         dataversion: int | None = None
         if version is not None:
-            try:
-                dataversion = int(version)
-            except ValueError:
+            # ASCII digits only: int() would also take " 2", "2_0" and other scripts' digits,
+            # and raise ValueError past 4300 digits.
+            if not (version.isascii() and version.isdigit() and len(version) <= 18
+                    and int(version) >= 1):
                 raise DecodeError(
-                    f"ce_dataversion must be an integer, got {version!r}", kind="bad-envelope"
-                ) from None
+                    f"ce_dataversion must be an integer >= 1, got {version[:100]!r}",
+                    kind="bad-envelope",
+                )
+            dataversion = int(version)
         specversion = headers.get("ce_specversion", SPECVERSION)
         if not specversion.startswith("1."):
             raise DecodeError(f"unsupported CloudEvents specversion {specversion!r}",

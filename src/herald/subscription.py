@@ -105,7 +105,8 @@ class Consumer:
         self.stats = {"handled": 0, "retried": 0, "dead_lettered": 0, "skipped": 0}
         self._chain = self._build_chain(middlewares)
         self._subscription: Subscription | None = None
-        self._lanes: list[asyncio.Queue[Delivery]] = [
+        # None in a lane means: no more work, end the lane.
+        self._lanes: list[asyncio.Queue[Delivery | None]] = [
             asyncio.Queue() for _ in range(sub.concurrency)
         ]
         self._round_robin = itertools.count()
@@ -151,7 +152,11 @@ class Consumer:
                 await self._fetcher
         for lane in self._lanes:  # not started yet: give back at once
             while not lane.empty():
-                await lane.get_nowait().nack()
+                waiting = lane.get_nowait()
+                if waiting is not None:
+                    await waiting.nack()
+                    self._done()
+            lane.put_nowait(None)
         _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
         for task in pending:
             task.cancel()
@@ -187,7 +192,7 @@ class Consumer:
                 self._in_flight += 1
                 self._lane_for(delivery).put_nowait(delivery)
 
-    def _lane_for(self, delivery: Delivery) -> asyncio.Queue[Delivery]:
+    def _lane_for(self, delivery: Delivery) -> asyncio.Queue[Delivery | None]:
         lanes = self._lanes
         if len(lanes) == 1:
             return lanes[0]
@@ -207,9 +212,11 @@ class Consumer:
         return not self._stopping.is_set()
 
     # -- one at a time -------------------------------------------------------
-    async def _lane(self, queue: asyncio.Queue[Delivery]) -> None:
+    async def _lane(self, queue: asyncio.Queue[Delivery | None]) -> None:
         while True:
             delivery = await queue.get()
+            if delivery is None:
+                return
             try:
                 await self._handle_one(delivery)
             except asyncio.CancelledError:
@@ -290,15 +297,23 @@ class Consumer:
         return envelope, event, retry_count
 
     # -- batches -------------------------------------------------------------
-    async def _batch_lane(self, queue: asyncio.Queue[Delivery]) -> None:
+    async def _batch_lane(self, queue: asyncio.Queue[Delivery | None]) -> None:
         assert self.sub.batch is not None
         size, timeout = self.sub.batch.size, self.sub.batch.timeout
-        while True:
-            batch = [await queue.get()]
+        ending = False
+        while not ending:
+            first = await queue.get()
+            if first is None:
+                return
+            batch = [first]
             try:
                 async with asyncio.timeout(timeout):
                     while len(batch) < size:
-                        batch.append(await queue.get())
+                        item = await queue.get()
+                        if item is None:
+                            ending = True
+                            break
+                        batch.append(item)
             except TimeoutError:
                 pass
             try:

@@ -53,7 +53,16 @@ class Upcasters:
                 )
             if not isinstance(payload, dict):
                 raise DecodeError(f"{event_type} v{step} payload is not an object", kind="schema")
-            payload = fn(payload)
+            try:
+                payload = fn(payload)
+            except DecodeError:
+                raise
+            except Exception as exc:  # the same payload fails the same way: poison, not retry
+                raise DecodeError(
+                    f"upcaster for {event_type} from version {step} failed: "
+                    f"{type(exc).__name__}: {exc}",
+                    kind="upcast",
+                ) from exc
         return payload
 
 

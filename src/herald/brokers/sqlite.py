@@ -314,7 +314,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
             self,
             topics,
             group,
-            heartbeat_interval=self._lease_ttl / 3,
+            heartbeat_interval=min(self._lease_ttl / 4, 1.0),
             commit_interval=0.05,
         )
         await sub.start()
