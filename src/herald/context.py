@@ -13,7 +13,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from herald.event import Envelope
+from herald.event import Envelope, user_headers
+from herald.retry import INTERNAL_HEADERS
 
 if TYPE_CHECKING:
     from herald.app import App
@@ -35,13 +36,22 @@ class Context:
     envelope: Envelope
     event: Any = None  # the decoded event (a list for batch handlers)
     key: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    raw_headers: Mapping[str, str] = field(default_factory=dict)  # as on the wire
     partition: int = 0
     offset: int = 0
     attempt: int = 1  # in-process attempt, from 1
     retry_count: int = 0  # retry stage, 0 on first delivery
     envelopes: list[Envelope] = field(default_factory=list)
     logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The publisher's own headers: no CloudEvents attributes, no herald bookkeeping."""
+        return {
+            name: value
+            for name, value in user_headers(self.raw_headers).items()
+            if name not in INTERNAL_HEADERS
+        }
 
     @property
     def event_id(self) -> str:

@@ -242,7 +242,7 @@ class Consumer:
         for attempt in range(1, policy.attempts + 1):
             ctx = Context(
                 app=self.app, topic=self.sub.topic, group=self.sub.group, envelope=envelope,
-                event=event, key=delivery.key, headers=delivery.headers,
+                event=event, key=delivery.key, raw_headers=delivery.headers,
                 partition=delivery.partition, offset=delivery.offset, attempt=attempt,
                 retry_count=retry_count,
             )
@@ -351,7 +351,7 @@ class Consumer:
             ctx = Context(
                 app=self.app, topic=self.sub.topic, group=self.sub.group, envelope=items[0][1],
                 event=[item[2] for item in items], key=items[0][0].key,
-                headers=items[0][0].headers, partition=items[0][0].partition,
+                raw_headers=items[0][0].headers, partition=items[0][0].partition,
                 offset=items[0][0].offset, attempt=attempt, retry_count=items[0][3],
                 envelopes=[item[1] for item in items],
             )
