@@ -126,7 +126,7 @@ async def test_dedup_by_event_id(brokers: Brokers) -> None:
         await app.publish("dups", Ping(seq=99))
         await eventually(lambda: 99 in handled, what="last event")
         await asyncio.sleep(0.2)
-    assert handled == Counter(list(range(20)) + [99])
+    assert handled == Counter([*range(20), 99])
 
 
 async def test_envelope_passthrough_keeps_ids(brokers: Brokers) -> None:
