@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -11,7 +12,25 @@ from herald.errors import ConfigError
 
 __all__ = ["Broker", "Delivery", "Features", "LogAdmin", "Message", "Subscription", "from_url"]
 
-_SCHEMES = ("memory://", "sqlite:///path.db")
+_SCHEMES = (
+    "memory://",
+    "sqlite:///path.db",
+    "kafka://host:9092",
+    "amqp://user:pass@host:5672/",
+    "redis://host:6379/0",
+    "nats://host:4222",
+)
+# scheme -> (module under herald.brokers, pip extra). Each module has
+# `from_url(url: str) -> Broker`; its client library is imported only then.
+_ADAPTERS = {
+    "kafka": ("kafka", "kafka"),
+    "amqp": ("rabbitmq", "rabbitmq"),
+    "amqps": ("rabbitmq", "rabbitmq"),
+    "rabbitmq": ("rabbitmq", "rabbitmq"),
+    "redis": ("redis", "redis"),
+    "rediss": ("redis", "redis"),
+    "nats": ("nats", "nats"),
+}
 
 
 def from_url(url: str) -> Broker:
@@ -27,7 +46,7 @@ def from_url(url: str) -> Broker:
     if scheme == "memory":
         from herald.brokers.memory import MemoryBroker
 
-        return MemoryBroker(**_typed(options, {"partitions": int}, url))
+        return MemoryBroker(**typed_options(options, {"partitions": int}, url))
     if scheme == "sqlite":
         from herald.brokers.sqlite import SqliteBroker
 
@@ -39,13 +58,25 @@ def from_url(url: str) -> Broker:
             path = str(Path(path))
         kinds = {"partitions": int, "lease_ttl": float, "retention": float,
                  "synchronous": str, "poll_interval": float}
-        return SqliteBroker(path, **_typed(options, kinds, url))
+        return SqliteBroker(path, **typed_options(options, kinds, url))
+    if scheme in _ADAPTERS:
+        module_name, extra = _ADAPTERS[scheme]
+        try:
+            module = importlib.import_module(f"herald.brokers.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("herald"):
+                raise ConfigError(f"the {module_name} broker is not available in this herald") from exc
+            raise ConfigError(
+                f"the {module_name} broker needs {exc.name}: pip install 'herald[{extra}]'"
+            ) from exc
+        broker: Broker = module.from_url(url)
+        return broker
     raise ConfigError(
         f"unknown broker scheme {scheme!r} in {url!r}: expected one of {', '.join(_SCHEMES)}"
     )
 
 
-def _typed(options: dict[str, str], kinds: dict[str, type], url: str) -> dict[str, Any]:
+def typed_options(options: dict[str, str], kinds: dict[str, type], url: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in options.items():
         kind = kinds.get(name)
