@@ -8,8 +8,8 @@ recovery on `memory`) is not collected for it, rather than skipped:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 import importlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
