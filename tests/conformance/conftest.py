@@ -25,6 +25,8 @@ class BrokerSpec:
     url: Callable[[Path], str]
     # Restart the broker's service in the middle of a run; None: no service.
     restart: Callable[[], Awaitable[None]] | None = None
+    # Seconds a group of new members needs to share the partitions.
+    settle: float = 1.2
 
     @property
     def features(self) -> Features:

@@ -62,7 +62,7 @@ async def test_many_publishers_many_workers(brokers: Brokers) -> None:
         workers.append(app)
     for app in workers:
         await app.start()
-    await settle()
+    await settle(brokers.spec.settle)
     publisher = brokers.app("publisher")
 
     async def publish(p: int) -> None:
