@@ -44,7 +44,6 @@ class DeadLetter:
     def from_delivery(cls, record: Delivery, prefix: str) -> DeadLetter:
         hd = record.headers
         original = hd.get(h.ORIGINAL_TOPIC) or record.topic.removeprefix(prefix)
-        attempts = hd.get(h.ATTEMPTS, "0")
         return cls(
             id=f"{record.topic}@{record.offset}",
             topic=record.topic,
@@ -54,7 +53,7 @@ class DeadLetter:
             reason=hd.get(h.REASON, "unknown"),
             error_type=hd.get(h.ERROR_TYPE, ""),
             error_message=hd.get(h.ERROR_MESSAGE, ""),
-            attempts=int(attempts) if attempts.isdigit() else 0,
+            attempts=h.header_count(hd.get(h.ATTEMPTS)),
             first_failure=hd.get(h.FIRST_FAILURE),
             last_failure=hd.get(h.LAST_FAILURE),
             event_id=hd.get("ce_id"),

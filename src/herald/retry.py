@@ -34,6 +34,14 @@ INTERNAL_HEADERS = frozenset({
 })
 
 
+def header_count(value: str | None) -> int:
+    """A count from a header herald wrote earlier; anything else counts as 0."""
+    try:
+        return max(int(value or "0"), 0)
+    except ValueError:  # also "²", which str.isdigit() accepts and int() does not
+        return 0
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """`attempts` in-process tries (backoff between), then `stages` delayed

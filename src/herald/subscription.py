@@ -355,6 +355,8 @@ class Consumer:
                 offset=items[0][0].offset, attempt=attempt, retry_count=items[0][3],
                 envelopes=[item[1] for item in items],
             )
+            # Follow-ups of a batch name its first event as their cause.
+            token = current_envelope.set(items[0][1])
             try:
                 await self._chain(ctx)
             except Exception as exc:
@@ -374,6 +376,8 @@ class Consumer:
                 delivery, _, _, retry_count = items[0]
                 await self._fail(delivery, exc, retry_count, attempt, first_failure)
                 return
+            finally:
+                current_envelope.reset(token)
             break
         if self.dedup is not None:
             await self.dedup.remember(self.sub.group, [item[1].id for item in items])
@@ -432,8 +436,7 @@ class Consumer:
         headers[h.LAST_FAILURE] = now
         headers[h.ERROR_TYPE] = type(exc).__name__
         headers[h.ERROR_MESSAGE] = str(exc)[:2000]
-        previous = int(headers.get(h.ATTEMPTS, "0")) if headers.get(h.ATTEMPTS, "").isdigit() else 0
-        headers[h.ATTEMPTS] = str(previous + attempts)
+        headers[h.ATTEMPTS] = str(h.header_count(headers.get(h.ATTEMPTS)) + attempts)
         headers[h.REASON] = reason
         headers[h.GROUP] = self.sub.group
         return headers
@@ -454,3 +457,4 @@ class Consumer:
                 continue
             await delivery.ack()
             return True
+
