@@ -35,6 +35,13 @@ class SqliteThread:
     def is_open(self) -> bool:
         return self._db is not None
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for code already running on the thread (inside `run`)."""
+        if self._db is None:
+            raise NotRunning(f"SQLite database {self.path!r} is not open: connect first")
+        return self._db
+
     async def open(self, schema: str = "") -> None:
         """Open (idempotent) and create `schema` (statements separated by `;`).
         Raises OSError or sqlite3.Error; callers turn them into their own errors."""

@@ -211,10 +211,10 @@ class PayloadDecoder:
             return protobuf_codec.decode(envelope.data, target)
         if not _is_json(media):
             raise DecodeError(f"no codec for content type {content_type!r}", kind="decode")
-        if is_protobuf(target):  # msgspec cannot decode JSON into a Protobuf class
+        if is_protobuf(target):  # msgspec would say "Expected `UserSync`, got `dict`"
             raise DecodeError(
                 f"{envelope.type} is a Protobuf message, but the event came as {content_type}",
-                kind="decode",
+                kind="schema",
             )
         current = version_of(target)
         version = envelope.dataversion or 1

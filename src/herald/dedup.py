@@ -8,16 +8,13 @@ exactly-once effects, record the id in the handler's own transaction.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from collections.abc import Iterable
+from typing import Protocol
 
+from herald._sqlite import SqliteThread, transaction
 from herald.errors import ConfigError
-
-T = TypeVar("T")
 
 
 class DedupStore(Protocol):
@@ -65,59 +62,43 @@ class SqliteDedupStore:
             raise ConfigError(f"dedup ttl must be > 0 seconds, got {ttl}")
         self.path = path
         self.ttl = ttl
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="herald-dedup")
-        self._db: sqlite3.Connection | None = None
+        self._db = SqliteThread(path, name="herald-dedup")
         self._writes = 0
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS herald_dedup (grp TEXT NOT NULL, event_id TEXT NOT NULL,"
-                " seen_at REAL NOT NULL, PRIMARY KEY (grp, event_id)) WITHOUT ROWID"
-            )
-            self._db = db
+    async def _ready(self) -> SqliteThread:
+        await self._db.open(_SCHEMA)
         return self._db
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-
     async def seen(self, group: str, event_id: str) -> bool:
-        def query() -> bool:
-            row = self._conn().execute(
+        def query(db: sqlite3.Connection) -> bool:
+            row = db.execute(
                 "SELECT seen_at FROM herald_dedup WHERE grp = ? AND event_id = ?", (group, event_id)
             ).fetchone()
             return row is not None and row[0] > time.time() - self.ttl
 
-        return bool(await self._run(query))
+        return await (await self._ready()).run(query)
 
     async def remember(self, group: str, event_ids: Iterable[str]) -> None:
         rows = [(group, event_id, time.time()) for event_id in event_ids]
 
-        def write() -> None:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+        def write(db: sqlite3.Connection) -> None:
+            with transaction(db):
                 db.executemany("INSERT OR REPLACE INTO herald_dedup VALUES (?, ?, ?)", rows)
                 self._writes += 1
                 if self._writes % 1000 == 0:  # expire old ids now and then
-                    db.execute("DELETE FROM herald_dedup WHERE seen_at < ?",
-                               (time.time() - self.ttl,))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                    db.execute("DELETE FROM herald_dedup WHERE seen_at < ?", (time.time() - self.ttl,))
 
-        await self._run(write)
+        await (await self._ready()).run(write)
 
     async def close(self) -> None:
-        def close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        await self._db.close()
 
-        await self._run(close)
-        self._executor.shutdown(wait=True)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS herald_dedup (
+    grp TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (grp, event_id)
+) WITHOUT ROWID
+"""

@@ -18,12 +18,12 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from herald._sqlite import SqliteThread, transaction
 from herald.brokers._log import DataSignal, Lease, LogStorage, LogSubscription, plan_leases
 from herald.brokers.base import (
     Broker,
@@ -132,8 +132,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
         self._retention = retention
         self._synchronous = synchronous.upper()
         self._poll_interval = poll_interval
-        self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
+        self._thread = SqliteThread(self.path, synchronous=self._synchronous)
         self._partitions: dict[str, int] = {}
         self._counter = 0
         self.signal = DataSignal()
@@ -143,34 +142,16 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
 
     # -- connection ----------------------------------------------------------
     async def connect(self) -> None:
-        if self._db is not None:
+        if self._thread.is_open:
             return
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="herald-sqlite")
         try:
-            await self._run(self._open)
+            await self._thread.open(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
-            self._executor.shutdown(wait=False)
-            self._executor = None
             raise BrokerUnavailable(
                 f"cannot open SQLite database {self.path!r}: {exc}; "
                 "check that the directory exists and is writable"
             ) from exc
         self._pump = asyncio.create_task(self._pump_loop(), name="herald-sqlite-pump")
-
-    def _open(self) -> None:
-        if self.path != ":memory:":
-            parent = Path(self.path).parent
-            if not parent.exists():
-                raise OSError(f"directory {str(parent)!r} does not exist")
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout = 30000")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute(f"PRAGMA synchronous = {self._synchronous}")
-        with _transaction(db):
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-        self._db = db
 
     async def close(self) -> None:
         for sub in list(self._subscriptions):
@@ -181,22 +162,16 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
             self._pump = None
-        if self._executor is not None:
-            if self._db is not None:
-                await self._run(self._db.close)
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        self._db = None
+        await self._thread.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+        """Run `fn(*args)` on the database thread."""
+        if not self._thread.is_open:
             raise NotRunning("sqlite broker is not connected: call connect() or start the App")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._thread.run(lambda _db: fn(*args))
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise NotRunning("sqlite broker is not connected")
-        return self._db
+        return self._thread.connection
 
     # -- publishing ----------------------------------------------------------
     async def publish(self, messages: Sequence[Message]) -> None:
@@ -223,7 +198,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
         db = self._conn()
         rows = []
         delayed = []
-        with _transaction(db):
+        with transaction(db):
             for m in messages:
                 headers = _encode_headers(m.headers)
                 if m.deliver_at is not None and m.deliver_at > now:
@@ -272,7 +247,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
         row = db.execute("SELECT MIN(due_at) FROM herald_delayed").fetchone()
         if row[0] is None or row[0] > now:
             return False, None if row[0] is None else float(row[0])
-        with _transaction(db):
+        with transaction(db):
             due = db.execute(
                 "SELECT id, topic, key, headers, body FROM herald_delayed"
                 " WHERE due_at <= ? ORDER BY due_at, id LIMIT 1000",
@@ -296,7 +271,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
         """Delete records older than retention that every reading group has handled."""
         db = self._conn()
         removed = 0
-        with _transaction(db):
+        with transaction(db):
             for topic, partition, committed in db.execute(
                 "SELECT topic, partition, MIN(committed) FROM herald_offsets"
                 " GROUP BY topic, partition"
@@ -324,7 +299,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         def ensure() -> None:
             db = self._conn()
-            with _transaction(db):
+            with transaction(db):
                 for topic in topics:
                     self._partition_count(db, topic)
 
@@ -346,7 +321,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
     ) -> dict[int, int]:
         db = self._conn()
         ttl = self._lease_ttl
-        with _transaction(db):
+        with transaction(db):
             leases = {
                 p: Lease(p, owner, expires)
                 for p, owner, expires in db.execute(
@@ -490,7 +465,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
     async def delete(self, topic: str, offsets: Sequence[int]) -> int:
         def delete() -> int:
             db = self._conn()
-            with _transaction(db):
+            with transaction(db):
                 return sum(
                     db.execute(
                         "DELETE FROM herald_messages WHERE topic = ? AND id = ?", (topic, o)
@@ -500,15 +475,3 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
 
         return await self._run(delete)
 
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Any:
-    """BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    else:
-        db.execute("COMMIT")
