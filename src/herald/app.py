@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -18,7 +19,7 @@ from herald.context import current_envelope
 from herald.dedup import DedupStore, MemoryDedupStore, SqliteDedupStore
 from herald.errors import ConfigError, HeraldError, UnknownCluster
 from herald.event import Envelope, new_event_id, type_name_of, utc_now_iso, version_of
-from herald.retry import RetryPolicy
+from herald.retry import INTERNAL_HEADERS, RetryPolicy
 from herald.subscription import Batch, Consumer, Middleware, Subscriber, inspect_handler
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -367,15 +368,18 @@ def _due(delay: float | timedelta | None, deliver_at: datetime | float | None) -
         raise ConfigError("give delay or deliver_at, not both")
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if seconds < 0:
-            raise ConfigError(f"delay must be >= 0, got {seconds}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError(f"delay must be a finite number of seconds >= 0, got {seconds}")
         return time.time() + seconds if seconds > 0 else None
     if deliver_at is not None:
         if isinstance(deliver_at, datetime):
             if deliver_at.tzinfo is None:
                 raise ConfigError("deliver_at needs a timezone (e.g. datetime.now(UTC))")
             return deliver_at.timestamp()
-        return float(deliver_at)
+        due = float(deliver_at)
+        if not math.isfinite(due):
+            raise ConfigError(f"deliver_at must be a finite unix time, got {due}")
+        return due
     return None
 
 
@@ -390,8 +394,16 @@ def _message(
         raise ConfigError(f"topic must be a non-empty string, got {topic!r}")
     if key is not None and not isinstance(key, str):
         raise ConfigError(f"key must be a string, got {type(key).__name__}")
-    if headers is not None and not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise ConfigError("headers must map strings to strings")
+    if headers is not None:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ConfigError("headers must map strings to strings")
+        reserved = sorted(
+            k for k in headers
+            if k in INTERNAL_HEADERS or k.startswith("ce_") or k.lower() == "content-type"
+        )
+        if reserved:
+            raise ConfigError(
+                f"header(s) {', '.join(reserved)} are herald's or CloudEvents' own; "
+                "set CloudEvents attributes through publish() arguments and pick other names"
+            )
     return Message(topic, envelope.data, envelope.to_headers(headers), key, due)

@@ -275,11 +275,10 @@ class Consumer:
         if retry_group is not None and retry_group != self.sub.group:
             await delivery.ack()
             return None
-        try:
-            retry_count = int(headers.get(h.RETRY_COUNT, "0"))
-            if retry_count < 0:
-                raise ValueError
-        except ValueError:
+        raw_count = headers.get(h.RETRY_COUNT, "0")
+        if raw_count.isascii() and raw_count.isdigit() and len(raw_count) < 10:
+            retry_count = int(raw_count)
+        else:
             error = DecodeError(f"header {h.RETRY_COUNT}={headers[h.RETRY_COUNT]!r} is not a count",
                                 kind="bad-retry-header")
             await self._dead_letter(delivery, error, 0, error.kind)

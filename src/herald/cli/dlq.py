@@ -28,7 +28,7 @@ from herald.cli._common import (
     run,
     usage,
 )
-from herald.deadletters import DeadLetter, DeadLetters
+from herald.deadletters import DeadLetter, DeadLetters, parse_id
 from herald.retry import INTERNAL_HEADERS
 
 app = typer.Typer(
@@ -61,7 +61,10 @@ def _dead_letters(app: App) -> DeadLetters:
 def list_(
     topic: Annotated[
         str | None,
-        typer.Argument(help="Original topic (orders) or dead-letter topic (fail-orders); default: all."),
+        typer.Argument(
+            metavar="TOPIC",
+            help="Original topic (orders) or dead-letter topic (fail-orders); default: all.",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="At most N.")] = 100,
     as_json: JsonOption = False,
@@ -117,6 +120,7 @@ def show(
 
     Example: herald dlq show fail-orders@42
     """
+    parse_id(dead_letter_id)  # a malformed id is a usage error, whatever the broker
     letter = run(_show(broker, dead_letter_id))
     if as_json:
         echo_json(_as_dict(letter))
@@ -224,6 +228,8 @@ def _check_target(dead_letter_id: str | None, all_: bool, topic: str | None) -> 
         usage("--topic goes with --all")
     if dead_letter_id is None and not all_:
         usage("give a dead letter ID (see `herald dlq list`) or --all")
+    if dead_letter_id is not None:
+        parse_id(dead_letter_id)
 
 
 async def _act(

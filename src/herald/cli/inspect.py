@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
 from collections import deque
 from typing import Annotated
 
@@ -30,7 +31,7 @@ _PAGE = 500
 
 
 def tail(
-    topic: Annotated[str, typer.Argument(help="Topic whose records to print.")],
+    topic: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic whose records to print.")],
     lines: Annotated[
         int, typer.Option("--lines", "-n", metavar="N", min=0, help="How many of the last records.")
     ] = 10,
@@ -75,9 +76,22 @@ async def _tail(
                 break
         for record in last:
             _print(record, as_json)
-        while follow:
-            await asyncio.sleep(interval)
-            after = await _print_new(admin, topic, after, as_json)
+        if follow:
+            stop = _stop_on_signals()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+                after = await _print_new(admin, topic, after, as_json)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """Ctrl-C or SIGTERM ends --follow quietly, with exit code 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def _print_new(admin: LogAdmin, topic: str, after: int, as_json: bool) -> int:

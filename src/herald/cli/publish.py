@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ _RESERVED = ("content-type", "x-retry-count")
 
 
 def publish(
-    topic: Annotated[str, typer.Argument(help="Topic to publish to.")],
+    topic: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to publish to.")],
     event_type: Annotated[
         str,
         typer.Option("--type", "-t", metavar="TYPE", help="CloudEvents type, e.g. order.placed."),
@@ -54,6 +55,8 @@ def publish(
 
     Example: herald publish orders --type order.placed --key order-1 --data '{"id": 1, "total": 9.5}'
     """
+    if delay is not None and not math.isfinite(delay):
+        usage(f"--delay must be a finite number of seconds, got {delay}")
     payload = _payload(data, data_file)
     headers = _headers(header or [])
     if not source:

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+import sysconfig
 import traceback
 from collections.abc import Awaitable
 from types import ModuleType
@@ -15,14 +16,18 @@ from typing import Annotated, Any
 
 import typer
 
-from herald.app import DEFAULT_CLUSTER, App
-from herald.brokers import from_url
+from herald.app import App
 from herald.cli._common import BrokerOption, CliError, usage
 from herald.cli._common import run as run_async
 
 log = logging.getLogger("herald.cli")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Frames in these are not the user's code: an error's place is shown in the user's file.
+_NOT_THEIRS = tuple(
+    {os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, "<"}
+    | {sysconfig.get_path(name) + os.sep for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
 
 
 def run(
@@ -50,19 +55,13 @@ def run(
         usage(f"--log-level must be one of {', '.join(_LEVELS)}, got {log_level!r}")
     app = load_app(target)
     if broker:
-        use_broker(app, broker)
+        app.use_broker(broker)  # its named clusters stay as they are
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log.info("running %s (%d subscriber(s)) on the %s broker",
              app.name, len(app.subscribers), app.broker.name)
     run_async(app.serve())
-
-
-def use_broker(app: App, url: str) -> None:
-    """Replace the App's own broker before it starts (its named clusters stay)."""
-    # TODO: App.use_broker(url) once the core has it; `_brokers` is App's own map.
-    app._brokers[DEFAULT_CLUSTER] = from_url(url)
 
 
 def load_app(target: str) -> App:
@@ -82,7 +81,9 @@ def load_app(target: str) -> App:
             usage(f"module {module_name!r} has no attribute {attribute!r}{hint}")
         value = getattr(value, part)
     if not isinstance(value, App):
-        usage(f"{module_name}:{attribute} is a {type(value).__name__}, not a herald App")
+        kind = type(value).__name__
+        usage(f"{module_name}:{attribute} is {'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind}, "
+              "not a herald App")
     return value
 
 
@@ -102,9 +103,10 @@ def _import(module_name: str) -> ModuleType:
 
 
 def _describe(exc: BaseException) -> str:
-    """`Type: message (file:line)` of the innermost frame, on one line."""
+    """`Type: message (file:line)` on one line; the line is the user's code's, not herald's."""
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-    at = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    theirs = [f for f in frames if not f.filename.startswith(_NOT_THEIRS)] or frames
+    at = f" ({theirs[-1].filename}:{theirs[-1].lineno})" if theirs else ""
     if isinstance(exc, SyntaxError):
         at = f" ({exc.filename}:{exc.lineno})"
         return f"SyntaxError: {exc.msg}{at}"
