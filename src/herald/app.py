@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from herald.brokers import Broker, Message, from_url
 from herald.brokers.base import LogAdmin
-from herald.codecs import PayloadDecoder, encode_payload, is_protobuf
+from herald.codecs import JSON, PayloadDecoder, encode_payload, is_protobuf, json_codec
 from herald.context import current_envelope
 from herald.dedup import DedupStore, MemoryDedupStore, SqliteDedupStore
 from herald.errors import ConfigError, HeraldError, UnknownCluster
@@ -26,6 +26,8 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 log = logging.getLogger("herald.app")
 DEFAULT_BROKER = "sqlite:///herald.db"
 DEFAULT_CLUSTER = "default"
+# Event class -> (CloudEvents type, dataversion, aggregatetype, has a subject field)
+_EVENT_META: dict[type[Any], tuple[str, int | None, str | None, bool]] = {}
 
 
 class App:
@@ -176,33 +178,64 @@ class App:
         """Wrap an event in its CloudEvents envelope, linked to the event being handled."""
         if isinstance(event, Envelope):
             return event
+        return self._envelope(event, current_envelope.get(), utc_now_iso(), type, subject, id,
+                              content_type, extensions)
+
+    def _envelope(
+        self,
+        event: Any,
+        parent: Envelope | None,
+        now: str,
+        type: str | None = None,
+        subject: str | None = None,
+        id: str | None = None,
+        content_type: str | None = None,
+        extensions: Mapping[str, str] | None = None,
+    ) -> Envelope:
         cls = event.__class__
-        if type is None:
-            if not (hasattr(cls, "__event_type__") or is_protobuf(event)):
+        meta = _EVENT_META.get(cls)
+        if meta is None:
+            if hasattr(cls, "__event_type__"):  # an Event: remember what its class says
+                meta = _EVENT_META[cls] = (
+                    type_name_of(cls), version_of(cls), getattr(cls, "__aggregate_type__", None),
+                    getattr(cls, "__subject_field__", None) is not None,
+                )
+            elif is_protobuf(event):
+                meta = (type_name_of(cls), None, None, hasattr(event, "event_subject"))
+            elif type is not None:
+                meta = (type, None, None, hasattr(event, "event_subject"))
+            else:
                 raise ConfigError(
                     f"cannot tell the event type of a {cls.__name__}: publish an Event subclass, "
                     "a Protobuf message, or pass type='...'"
                 )
-            type = type_name_of(cls)
-        data, content = encode_payload(event, content_type)
+        event_type, version, aggregate, has_subject = meta
+        if content_type is None and version is not None:  # an Event, as JSON
+            data, content = json_codec.encode(event), JSON
+        else:
+            data, content = encode_payload(event, content_type)
         event_id = id or new_event_id()
-        parent = current_envelope.get()
-        if subject is None and hasattr(event, "event_subject"):
+        if subject is None and has_subject:
             subject = event.event_subject()
+        if parent is None:
+            correlation, causation, traceparent = event_id, None, None
+        else:
+            correlation, causation = parent.correlationid or parent.id, parent.id
+            traceparent = parent.traceparent
         return Envelope(
             id=event_id,
             source=self.name,
-            type=type,
+            type=type or event_type,
             data=data,
-            time=utc_now_iso(),
+            time=now,
             subject=subject,
             datacontenttype=content,
-            dataversion=version_of(cls) if hasattr(cls, "__event_version__") else None,
-            correlationid=(parent.correlationid or parent.id) if parent else event_id,
-            causationid=parent.id if parent else None,
-            traceparent=parent.traceparent if parent else None,
-            aggregatetype=getattr(cls, "__aggregate_type__", None),
-            extensions=dict(extensions or {}),
+            dataversion=version,
+            correlationid=correlation,
+            causationid=causation,
+            traceparent=traceparent,
+            aggregatetype=aggregate,
+            extensions=dict(extensions) if extensions else {},
         )
 
     async def publish(
@@ -250,8 +283,11 @@ class App:
         due = _due(delay, deliver_at)
         messages = []
         ids = []
+        parent = current_envelope.get()
+        now = utc_now_iso()  # one CloudEvents `time` for the whole batch
         for event in events:
-            envelope = self.envelope(event, type=type)
+            is_envelope = isinstance(event, Envelope)
+            envelope = event if is_envelope else self._envelope(event, parent, now, type)
             event_key = key(event) if callable(key) else key
             messages.append(_message(topic, envelope, event_key, headers, due))
             ids.append(envelope.id)

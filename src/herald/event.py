@@ -8,9 +8,10 @@ mode), so tools that speak CloudEvents read our messages and we read theirs.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
+import os
+import time as _time
+from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 import msgspec
@@ -138,12 +139,44 @@ def version_of(cls: type[Any]) -> int:
     return int(getattr(cls, "__event_version__", 1))
 
 
+_ids: Iterator[bytes] = iter(())  # 16 random bytes each; next() on it is atomic
+
+
+def _forget_ids() -> None:
+    global _ids
+    _ids = iter(())  # a forked child must not hand out its parent's ids
+
+
+os.register_at_fork(after_in_child=_forget_ids)
+
+
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string, like `str(uuid.uuid4())` at a quarter
+    of the cost: the random bytes come from os.urandom 4 KiB at a time, so one
+    system call (which releases the GIL) serves 256 ids. Safe across threads."""
+    global _ids
+    raw = next(_ids, None)
+    if raw is None:
+        pool = os.urandom(4096)
+        _ids = iter([pool[i : i + 16] for i in range(16, 4096, 16)])
+        raw = pool[:16]
+    h = raw.hex()  # version nibble 4, variant nibble 8-b (RFC 4122)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_second: list[Any] = [-1, ""]  # [unix second, its "YYYY-MM-DDTHH:MM:SS"]
 
 
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now in RFC 3339 UTC with microseconds (`2024-05-01T12:00:00.123456Z`);
+    the date and time of day are formatted once per second."""
+    now = _time.time()
+    second = int(now)
+    cached = _second
+    if second != cached[0]:
+        cached[1] = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
+        cached[0] = second
+    return f"{cached[1]}.{int((now - second) * 1e6):06d}Z"
 
 
 class Envelope(msgspec.Struct, kw_only=True, gc=False):
@@ -205,12 +238,14 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False):
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], data: bytes) -> Envelope:
         """Read a binary-mode message; raises DecodeError when it is not a CloudEvent."""
-        missing = [h for h in ("ce_id", "ce_source", "ce_type") if not headers.get(h)]
-        if missing:
+        get = headers.get
+        event_id, source, event_type = get("ce_id"), get("ce_source"), get("ce_type")
+        if not (event_id and source and event_type):
+            missing = [h for h in ("ce_id", "ce_source", "ce_type") if not get(h)]
             raise DecodeError(
                 f"not a CloudEvent: header(s) {', '.join(missing)} missing", kind="not-an-event"
             )
-        version = headers.get("ce_dataversion")
+        version = get("ce_dataversion")
         dataversion: int | None = None
         if version is not None:
             # ASCII digits only: int() would also take " 2", "2_0" and other scripts' digits,
@@ -222,34 +257,38 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False):
                     kind="bad-envelope",
                 )
             dataversion = int(version)
-        specversion = headers.get("ce_specversion", SPECVERSION)
-        if not specversion.startswith("1."):
+        specversion = get("ce_specversion", SPECVERSION)
+        if specversion != SPECVERSION and not specversion.startswith("1."):
             raise DecodeError(f"unsupported CloudEvents specversion {specversion!r}",
                               kind="bad-envelope")
-        extensions = {
-            name[len(_CE_PREFIX):]: value
-            for name, value in headers.items()
-            if name.startswith(_CE_PREFIX) and name not in _KNOWN_HEADERS
-        }
+        if _PLAIN_HEADERS.issuperset(headers):  # the usual case: no extension, no user header
+            extensions: dict[str, str] = {}
+        else:
+            extensions = {
+                name[len(_CE_PREFIX):]: value
+                for name, value in headers.items()
+                if name.startswith(_CE_PREFIX) and name not in _KNOWN_HEADERS
+            }
         return cls(
-            id=headers["ce_id"],
-            source=headers["ce_source"],
-            type=headers["ce_type"],
+            id=event_id,
+            source=source,
+            type=event_type,
             data=data,
             specversion=specversion,
-            time=headers.get("ce_time"),
-            subject=headers.get("ce_subject"),
-            datacontenttype=headers.get(CONTENT_TYPE_HEADER),
+            time=get("ce_time"),
+            subject=get("ce_subject"),
+            datacontenttype=get(CONTENT_TYPE_HEADER),
             dataversion=dataversion,
-            correlationid=headers.get("ce_correlationid"),
-            causationid=headers.get("ce_causationid"),
-            traceparent=headers.get("ce_traceparent"),
-            aggregatetype=headers.get("ce_aggregatetype"),
+            correlationid=get("ce_correlationid"),
+            causationid=get("ce_causationid"),
+            traceparent=get("ce_traceparent"),
+            aggregatetype=get("ce_aggregatetype"),
             extensions=extensions,
         )
 
 
 _KNOWN_HEADERS = frozenset(_ATTRIBUTE_HEADERS.values())
+_PLAIN_HEADERS = _KNOWN_HEADERS | {CONTENT_TYPE_HEADER}
 
 
 def user_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,10 @@ from herald.brokers.base import (
 from herald.errors import ConfigError, NotRunning
 
 _Row = tuple[int, str | None, dict[str, str], bytes, float]  # offset, key, headers, body, ts
+
+
+def _offset_of(row: tuple[int, int, str | None, dict[str, str], bytes, float]) -> int:
+    return row[1]
 
 
 @dataclass
@@ -159,17 +165,19 @@ class MemoryBroker(Broker, LogAdmin, LogStorage):
     async def read(
         self, topic: str, positions: dict[int, int], limit: int
     ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+        """At most `limit` records, oldest first across partitions (by offset):
+        the first partitions must not starve the last ones."""
         stored = self._topic(topic)
-        out: list[tuple[int, int, str | None, dict[str, str], bytes, float]] = []
+        deleted = stored.deleted
+        runs = []
         for partition, after in positions.items():
-            rows = stored.partitions[partition]
             start = bisect.bisect_right(stored.offsets[partition], after)
-            for offset, key, headers, body, ts in rows[start : start + limit - len(out)]:
-                if offset not in stored.deleted:
-                    out.append((partition, offset, key, headers, body, ts))
-            if len(out) >= limit:
-                break
-        return out
+            rows = stored.partitions[partition][start : start + limit]
+            if rows:
+                runs.append([(partition, *row) for row in rows if not deleted or row[0] not in deleted])
+        if len(runs) == 1:
+            return runs[0][:limit]
+        return list(itertools.islice(heapq.merge(*runs, key=_offset_of), limit))
 
     async def wait_for_data(self, seen: int, timeout: float) -> None:
         await self.signal.wait(seen, timeout)

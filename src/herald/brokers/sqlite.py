@@ -92,6 +92,10 @@ _encode_headers = msgspec.msgpack.Encoder().encode
 _decode_headers = msgspec.msgpack.Decoder(dict[str, str]).decode
 
 
+def _offset_of(row: tuple[Any, ...]) -> int:
+    return int(row[1])
+
+
 class SqliteBroker(Broker, LogAdmin, LogStorage):
     """`sqlite:///path.db?partitions=8&lease_ttl=10&retention=604800&synchronous=NORMAL`.
 
@@ -397,18 +401,29 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
     def _read(
         self, topic: str, positions: dict[int, int], limit: int
     ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+        """Oldest first across partitions. Each partition gets a fair share of
+        `limit` first, then those that had more fill what the others left: the
+        first partitions must not starve the last ones."""
         db = self._conn()
-        out: list[tuple[int, int, str | None, dict[str, str], bytes, float]] = []
+        query = (
+            "SELECT id, key, headers, body, created_at FROM herald_messages"
+            " WHERE topic = ? AND partition = ? AND id > ? ORDER BY id LIMIT ?"
+        )
+        rows: list[tuple[Any, ...]] = []
+        share = max(-(-limit // max(len(positions), 1)), 1)
+        more: list[tuple[int, int]] = []  # (partition, last id read) where a full share came
         for partition, after in positions.items():
-            for offset, key, headers, body, ts in db.execute(
-                "SELECT id, key, headers, body, created_at FROM herald_messages"
-                " WHERE topic = ? AND partition = ? AND id > ? ORDER BY id LIMIT ?",
-                (topic, partition, after, limit - len(out)),
-            ):
-                out.append((partition, offset, key, _decode_headers(headers), body, ts))
-            if len(out) >= limit:
+            got = db.execute(query, (topic, partition, after, share)).fetchall()
+            rows.extend((partition, *row) for row in got)
+            if len(got) == share:
+                more.append((partition, got[-1][0]))
+        for partition, after in more:
+            if len(rows) >= limit:
                 break
-        return out
+            got = db.execute(query, (topic, partition, after, limit - len(rows))).fetchall()
+            rows.extend((partition, *row) for row in got)
+        rows.sort(key=_offset_of)
+        return [(p, offset, key, _decode_headers(h), body, ts) for p, offset, key, h, body, ts in rows]
 
     async def wait_for_data(self, seen: int, timeout: float) -> None:
         # Other processes append too, and only polling sees that: wait briefly.
