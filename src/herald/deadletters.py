@@ -123,7 +123,8 @@ class DeadLetters:
         if to_topic or not letter.group:
             target = letter.original_topic
         else:
-            target = self._policy.retry_topic(letter.original_topic)
+            # The subscriber's own retry topic, whatever its policy's prefix was.
+            target = letter.headers.get(h.RETRY_TOPIC) or self._policy.retry_topic(letter.original_topic)
             headers[h.RETRY_GROUP] = letter.group
             headers[h.RETRY_COUNT] = "0"
         await self._broker.publish([Message(target, letter.body, headers, letter.key)])

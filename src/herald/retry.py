@@ -27,10 +27,11 @@ ERROR_MESSAGE = "herald-error-message"
 ATTEMPTS = "herald-attempts"
 REASON = "herald-reason"  # handler-error, or the poison kind: not-an-event, schema, ...
 GROUP = "herald-group"
+RETRY_TOPIC = "herald-retry-topic"  # where a replay goes back to the failing group
 
 INTERNAL_HEADERS = frozenset({
     RETRY_COUNT, RETRY_GROUP, ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET,
-    FIRST_FAILURE, LAST_FAILURE, ERROR_TYPE, ERROR_MESSAGE, ATTEMPTS, REASON, GROUP,
+    FIRST_FAILURE, LAST_FAILURE, ERROR_TYPE, ERROR_MESSAGE, ATTEMPTS, REASON, GROUP, RETRY_TOPIC,
 })
 
 

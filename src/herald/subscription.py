@@ -438,6 +438,7 @@ class Consumer:
         headers[h.ATTEMPTS] = str(h.header_count(headers.get(h.ATTEMPTS)) + attempts)
         headers[h.REASON] = reason
         headers[h.GROUP] = self.sub.group
+        headers[h.RETRY_TOPIC] = self.policy.retry_topic(self.sub.topic)
         return headers
 
     async def _move(self, delivery: Delivery, message: Message) -> bool:

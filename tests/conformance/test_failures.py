@@ -137,3 +137,27 @@ async def test_known_but_unsubscribed_type_is_skipped(brokers: Brokers) -> None:
         await app.publish("mixed", Ping(seq=7))
         await eventually(lambda: handled == [7], what="ping handled")
         assert await app.admin().read_topic("fail-mixed") == []
+
+
+async def test_replay_with_custom_prefixes(brokers: Brokers) -> None:
+    """A replay finds the subscriber's own retry topic, whatever its prefixes."""
+    app = brokers.app("prefixes")
+    seen: list[int] = []
+    healthy = False
+    policy = RetryPolicy(attempts=1, stages=0, retry_prefix="again-", dead_letter_prefix="dead-")
+
+    @app.subscriber("jobs", group="g", retry=policy)
+    async def handle(event: Ping) -> None:
+        if not healthy:
+            raise RuntimeError("not yet")
+        seen.append(event.seq)
+
+    async with app:
+        await app.publish("jobs", Ping(seq=3))
+        # A tool that only knows the dead-letter prefix, not the retry prefix.
+        dead = DeadLetters(app.broker, RetryPolicy(dead_letter_prefix="dead-"))
+        letters = await wait_for(lambda: dead.list("jobs"), bool, what="a dead letter in dead-jobs")
+        assert letters[0].topic == "dead-jobs"
+        healthy = True
+        await dead.replay(letters[0].id)
+        await eventually(lambda: seen == [3], what="the replay reached the handler")
