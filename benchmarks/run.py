@@ -55,7 +55,9 @@ perf_counter = time.perf_counter
 TOPIC = "bench"
 GROUP = "bench"
 PAYLOAD_BYTES = 256
-ALL_CASES = ("memory", "raw-memory", "sqlite", "raw-sqlite", "steady", "raw-steady")
+ALL_CASES = ("memory", "raw-memory", "sqlite", "raw-sqlite", "steady", "raw-steady", "codecs")
+# Cases measured by a module of their own, recorded as they come (not Result rows).
+SIDE_CASES = ("codecs",)
 
 
 class BenchEvent(Event, type="herald.bench.payload", version=1):
@@ -767,6 +769,8 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
     try:
         with Progress(args.plain) as progress:
             for name in args.case_names:
+                if name in SIDE_CASES:
+                    continue
                 runs = []
                 for _ in range(max(args.repeat, 1)):
                     if args.profile and not name.startswith("raw-"):
@@ -804,6 +808,20 @@ async def profiled(name: str, args: argparse.Namespace, progress: Progress, work
     return result
 
 
+def run_codecs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The JSON codec choice (docs/decisions.md): benchmarks/codec_choice.py, printed here."""
+    from codec_choice import measure  # beside this script, so on sys.path
+
+    records: list[dict[str, Any]] = measure(10_000 if args.quick else 100_000)
+    best = max(r["events_per_s"] for r in records)
+    print()
+    print(f"{'codec (256-byte payload)':<26} {'decode+validate/s':>18} {'encode/s':>12} {'vs msgspec':>10}")
+    for r in records:
+        print(f"{r['system']:<26} {r['events_per_s']:>18,.0f} {r['encode_per_s']:>12,.0f} "
+              f"{r['events_per_s'] / best:>9.2f}x")
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
@@ -819,6 +837,9 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print()
     print_table(results, info)
+    side: list[dict[str, Any]] = []
+    if "codecs" in args.case_names:
+        side += run_codecs(args)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -828,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
             record.update(record.pop("extra"))
             record["machine"] = info
             records.append(record)
+        records += [{**record, "machine": info} for record in side]
         path.write_text(json.dumps(records, indent=2) + "\n")
         print(f"wrote {path}")
     return 0 if all(r.complete for r in results) else 1
