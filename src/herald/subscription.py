@@ -104,6 +104,8 @@ class Consumer:
         self.dedup = dedup if sub.dedup else None
         self.stats = {"handled": 0, "retried": 0, "dead_lettered": 0, "skipped": 0}
         self._chain = self._build_chain(middlewares)
+        # The common case, called straight: saves a Context and a call per event.
+        self._direct = sub.fn if not middlewares and not sub.takes_context else None
         self._subscription: Subscription | None = None
         # None in a lane means: no more work, end the lane.
         self._lanes: list[asyncio.Queue[Delivery | None]] = [
@@ -229,8 +231,9 @@ class Consumer:
                 self._done()
 
     async def _handle_one(self, delivery: Delivery) -> None:
-        prepared = await self._prepare(delivery)
-        if prepared is None:
+        prepared = self._prepare(delivery)
+        if not isinstance(prepared, tuple):
+            await self._reject(delivery, prepared)
             return
         envelope, event, retry_count = prepared
         if self.dedup is not None and await self.dedup.seen(self.sub.group, envelope.id):
@@ -240,15 +243,17 @@ class Consumer:
         policy = self.policy
         first_failure: str | None = None
         for attempt in range(1, policy.attempts + 1):
-            ctx = Context(
-                app=self.app, topic=self.sub.topic, group=self.sub.group, envelope=envelope,
-                event=event, key=delivery.key, raw_headers=delivery.headers,
-                partition=delivery.partition, offset=delivery.offset, attempt=attempt,
-                retry_count=retry_count,
-            )
             token = current_envelope.set(envelope)
             try:
-                await self._chain(ctx)
+                if self._direct is not None:  # no middleware, no Context wanted
+                    await self._direct(event)
+                else:
+                    await self._chain(Context(
+                        app=self.app, topic=self.sub.topic, group=self.sub.group,
+                        envelope=envelope, event=event, key=delivery.key,
+                        raw_headers=delivery.headers, partition=delivery.partition,
+                        offset=delivery.offset, attempt=attempt, retry_count=retry_count,
+                    ))
             except Exception as exc:
                 first_failure = first_failure or utc_now_iso()
                 if attempt < policy.attempts:
@@ -267,33 +272,36 @@ class Consumer:
         self.stats["handled"] += 1
         await delivery.ack()
 
-    async def _prepare(self, delivery: Delivery) -> tuple[Envelope, Any, int] | None:
-        """Decode; poison goes to dead letters, other groups' retries and
-        unwanted types are acknowledged. None when nothing is left to do."""
+    def _prepare(self, delivery: Delivery) -> tuple[Envelope, Any, int] | DecodeError | None:
+        """Decode. Returns the event, or what to do instead: a DecodeError
+        (poison: dead-letter it) or None (another group's retry, or a type this
+        subscriber did not ask for: acknowledge it). Never raises."""
         headers = delivery.headers
         retry_group = headers.get(h.RETRY_GROUP)
         if retry_group is not None and retry_group != self.sub.group:
-            await delivery.ack()
             return None
-        raw_count = headers.get(h.RETRY_COUNT, "0")
-        if raw_count.isascii() and raw_count.isdigit() and len(raw_count) < 10:
+        raw_count = headers.get(h.RETRY_COUNT)
+        if raw_count is None:
+            retry_count = 0
+        elif raw_count.isascii() and raw_count.isdigit() and len(raw_count) < 10:
             retry_count = int(raw_count)
         else:
-            error = DecodeError(f"header {h.RETRY_COUNT}={headers[h.RETRY_COUNT]!r} is not a count",
-                                kind="bad-retry-header")
-            await self._dead_letter(delivery, error, 0, error.kind)
-            return None
+            return DecodeError(f"header {h.RETRY_COUNT}={raw_count!r} is not a count",
+                               kind="bad-retry-header")
         try:
             envelope = Envelope.from_headers(headers, delivery.body)
             if not self.sub.decoder.accepts(envelope.type):
-                self.stats["skipped"] += 1
-                await delivery.ack()
                 return None
-            event = self.sub.decoder.decode(envelope)
+            return envelope, self.sub.decoder.decode(envelope), retry_count
         except DecodeError as error:
-            await self._dead_letter(delivery, error, 0, error.kind)
-            return None
-        return envelope, event, retry_count
+            return error
+
+    async def _reject(self, delivery: Delivery, outcome: DecodeError | None) -> None:
+        if outcome is None:
+            self.stats["skipped"] += 1
+            await delivery.ack()
+        else:
+            await self._dead_letter(delivery, outcome, 0, outcome.kind)
 
     # -- batches -------------------------------------------------------------
     async def _batch_lane(self, queue: asyncio.Queue[Delivery | None]) -> None:
@@ -331,8 +339,9 @@ class Consumer:
     async def _handle_batch(self, deliveries: list[Delivery]) -> None:
         items: list[tuple[Delivery, Envelope, Any, int]] = []
         for delivery in deliveries:
-            prepared = await self._prepare(delivery)
-            if prepared is None:
+            prepared = self._prepare(delivery)
+            if not isinstance(prepared, tuple):
+                await self._reject(delivery, prepared)
                 continue
             envelope = prepared[0]
             if self.dedup is not None and await self.dedup.seen(self.sub.group, envelope.id):

@@ -224,7 +224,7 @@ class LogSubscription(Subscription):
                 break
         return out
 
-    async def _settle(self, delivery: Delivery, handled: bool) -> None:
+    def _settle(self, delivery: Delivery, handled: bool) -> None:
         tracker = self._trackers.get((delivery.topic, delivery.partition))
         if tracker is None:
             return  # the partition moved to another member; it will redeliver

@@ -49,7 +49,7 @@ class Delivery:
         headers: dict[str, str],
         body: bytes,
         timestamp: float,
-        settle: Callable[[Delivery, bool], Awaitable[None]] | None = None,
+        settle: Callable[[Delivery, bool], Awaitable[None] | None] | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -65,15 +65,16 @@ class Delivery:
         """Mark handled; the position is committed once every earlier record is too."""
         if not self.settled:
             self.settled = True
-            if self._settle is not None:
-                await self._settle(self, True)
+            # A settle that needs no I/O returns None: no coroutine per record.
+            if self._settle is not None and (pending := self._settle(self, True)) is not None:
+                await pending
 
     async def nack(self) -> None:
         """Give the record back unhandled; it will be delivered again."""
         if not self.settled:
             self.settled = True
-            if self._settle is not None:
-                await self._settle(self, False)
+            if self._settle is not None and (pending := self._settle(self, False)) is not None:
+                await pending
 
     def __repr__(self) -> str:
         return f"<Delivery {self.topic}[{self.partition}]@{self.offset} key={self.key!r}>"

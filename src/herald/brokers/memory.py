@@ -12,7 +12,7 @@ import bisect
 import heapq
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from herald.brokers._log import DataSignal, Lease, LogStorage, LogSubscription, plan_leases
@@ -34,6 +34,15 @@ _Row = tuple[int, str | None, dict[str, str], bytes, float]  # offset, key, head
 
 def _offset_of(row: tuple[int, int, str | None, dict[str, str], bytes, float]) -> int:
     return row[1]
+
+
+def _rows(
+    partition: int, rows: list[_Row], start: int, stop: int, deleted: set[int]
+) -> Iterator[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+    for i in range(start, stop):
+        row = rows[i]
+        if not deleted or row[0] not in deleted:
+            yield (partition, *row)
 
 
 @dataclass
@@ -172,12 +181,11 @@ class MemoryBroker(Broker, LogAdmin, LogStorage):
         runs = []
         for partition, after in positions.items():
             start = bisect.bisect_right(stored.offsets[partition], after)
-            rows = stored.partitions[partition][start : start + limit]
-            if rows:
-                runs.append([(partition, *row) for row in rows if not deleted or row[0] not in deleted])
-        if len(runs) == 1:
-            return runs[0][:limit]
-        return list(itertools.islice(heapq.merge(*runs, key=_offset_of), limit))
+            rows = stored.partitions[partition]
+            if start < len(rows):  # lazily: only the records taken are built
+                runs.append(_rows(partition, rows, start, min(start + limit, len(rows)), deleted))
+        merged = runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_offset_of)
+        return list(itertools.islice(merged, limit))
 
     async def wait_for_data(self, seen: int, timeout: float) -> None:
         await self.signal.wait(seen, timeout)
