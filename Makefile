@@ -2,7 +2,7 @@
 PYTHON ?= python3
 INSTALLED := .venv-installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean services
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -17,7 +17,13 @@ lint: $(INSTALLED)
 	$(PYTHON) -m ruff check src tests benchmarks examples
 	$(PYTHON) -m mypy
 
-test: $(INSTALLED) lint
+# The broker services the adapters' tests talk to (installed and started on loopback).
+SERVICES ?= nats
+
+services:
+	bash scripts/services.sh up $(SERVICES)
+
+test: $(INSTALLED) lint services
 	$(PYTHON) -m pytest -q
 
 bench: $(INSTALLED)

@@ -376,7 +376,11 @@ EOF
 start_nats() {
   local dir; dir=$(svc_home nats)
   mkdir -p "$dir/data"
-  launch nats nats-server -js -a "$HOST" -p "${PORT[nats]}" -sd "$dir/data" -n herald
+  # max_payload has no command-line flag. The default (1 MiB) is too small for
+  # a 1 MiB event plus its headers (conformance case 15): raise it to 8 MiB,
+  # the largest size NATS recommends.
+  printf '# written by scripts/services.sh\nmax_payload: 8MB\n' >"$dir/nats.conf"
+  launch nats nats-server -c "$dir/nats.conf" -js -a "$HOST" -p "${PORT[nats]}" -sd "$dir/data" -n herald
 }
 
 java_major() {
