@@ -55,9 +55,13 @@ perf_counter = time.perf_counter
 TOPIC = "bench"
 GROUP = "bench"
 PAYLOAD_BYTES = 256
-ALL_CASES = ("memory", "raw-memory", "sqlite", "raw-sqlite", "steady", "raw-steady", "codecs")
+BROKER_CASES = tuple(
+    p.stem for p in sorted((Path(__file__).parent / "brokers").glob("[!_]*.py"))
+)  # herald, the raw client and FastStream on a real broker: benchmarks/brokers/<name>.py
+ALL_CASES = ("memory", "raw-memory", "sqlite", "raw-sqlite", "steady", "raw-steady", "codecs",
+             *BROKER_CASES)
 # Cases measured by a module of their own, recorded as they come (not Result rows).
-SIDE_CASES = ("codecs",)
+SIDE_CASES = ("codecs", *BROKER_CASES)
 
 
 class BenchEvent(Event, type="herald.bench.payload", version=1):
@@ -822,6 +826,30 @@ def run_codecs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return records
 
 
+def run_broker(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """benchmarks/brokers/<name>.py (needs `scripts/services.sh up <name>`), printed here."""
+    import importlib.util
+
+    path = Path(__file__).parent / "brokers" / f"{name}.py"
+    # A unique module name: the file's own name would shadow the client package.
+    spec = importlib.util.spec_from_file_location(f"herald_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    events = 5_000 if args.quick else 50_000
+    records: list[dict[str, Any]] = asyncio.run(module.cases(events))
+    by_system = {r["system"]: r for r in records}
+    herald = by_system.get("herald", {}).get("events_per_s", 0.0)
+    print()
+    print(f"{name} ({events:,} events)     events/s   p50 ms   p99 ms   herald vs this")
+    for r in records:
+        ratio = herald / r["events_per_s"] if r["events_per_s"] else float("nan")
+        print(f"  {r['system']:<12} {r['events_per_s']:>12,.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+              f"   {ratio:>6.2f}x")
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
@@ -835,11 +863,15 @@ def main(argv: list[str] | None = None) -> int:
         print("profiling: figures are slower than without --profile")
     results = asyncio.run(main_async(args))
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    print()
-    print_table(results, info)
+    if results:
+        print()
+        print_table(results, info)
     side: list[dict[str, Any]] = []
     if "codecs" in args.case_names:
         side += run_codecs(args)
+    for broker in BROKER_CASES:
+        if broker in args.case_names:
+            side += run_broker(broker, args)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
