@@ -114,12 +114,13 @@ class EventStore(ABC):
     async def read_stream(
         self,
         stream: str,
-        from_version: int = 1,
+        from_version: int | None = None,
         *,
         backwards: bool = False,
         limit: int | None = None,
     ) -> list[StoredEvent]:
-        """A stream's events from `from_version` (forwards), or from it down (backwards)."""
+        """A stream's events from `from_version` up (default: the first), or,
+        `backwards`, from it down (default: the last)."""
 
     @abstractmethod
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:

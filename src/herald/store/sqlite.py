@@ -106,16 +106,21 @@ class SqliteEventStore(EventStore):
 
     # -- reading -------------------------------------------------------------
     async def read_stream(
-        self, stream: str, from_version: int = 1, *, backwards: bool = False, limit: int | None = None
+        self,
+        stream: str,
+        from_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
     ) -> list[StoredEvent]:
         if backwards:
             sql = (f"SELECT {_COLUMNS} FROM herald_events WHERE stream = ? AND version <= ?"
                    " ORDER BY version DESC LIMIT ?")
-            start = from_version if from_version >= 1 else 2**62
+            start = 2**62 if from_version is None else from_version
         else:
             sql = (f"SELECT {_COLUMNS} FROM herald_events WHERE stream = ? AND version >= ?"
                    " ORDER BY version LIMIT ?")
-            start = from_version
+            start = 1 if from_version is None else from_version
         return await self._query(sql, (stream, start, -1 if limit is None else limit))
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
@@ -133,7 +138,8 @@ class SqliteEventStore(EventStore):
         return await self._query(
             f"SELECT {_COLUMNS} FROM herald_events WHERE type IN ({marks}) AND recorded_at >= ?"
             " ORDER BY position LIMIT ?",
-            (*types, since.timestamp() if since else 0.0, limit),
+            # datetimes hold microseconds, the column a float: allow for the rounding
+            (*types, since.timestamp() - 1e-6 if since else 0.0, limit),
         )
 
     async def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:
@@ -200,9 +206,14 @@ def append_rows(
         current = int(row[0]) if row else 0
         ids = [e.id for e in events]
         marks = ", ".join("?" for _ in ids)
-        recorded = dict(db.execute(
-            f"SELECT event_id, version FROM herald_events WHERE event_id IN ({marks})", ids
-        ).fetchall())
+        # Where these ids were recorded already; an id in another stream can
+        # never be this append's retry, so it counts as nowhere (0).
+        recorded = {
+            event_id: version if recorded_stream == stream else 0
+            for event_id, recorded_stream, version in db.execute(
+                f"SELECT event_id, stream, version FROM herald_events WHERE event_id IN ({marks})", ids
+            )
+        }
         if recorded:
             return _idempotent(stream, ids, recorded, expected, current)
         if not expected_holds(expected, current):
@@ -229,9 +240,9 @@ def _idempotent(
     stream: str, ids: list[str], recorded: dict[str, int], expected: Expected, current: int
 ) -> int:
     """A retried append of events already recorded at the same versions is a no-op."""
-    start = recorded.get(ids[0])
-    same_place = start is not None and all(recorded.get(i) == start + n for n, i in enumerate(ids))
-    if same_place and (isinstance(expected, ExpectedVersion) or expected == (start or 0) - 1):
+    start = recorded.get(ids[0], 0)
+    same_place = start >= 1 and all(recorded.get(i) == start + n for n, i in enumerate(ids))
+    if same_place and (isinstance(expected, ExpectedVersion) or expected == start - 1):
         return current
     raise ConcurrencyError(stream, expected, current)
 
