@@ -32,9 +32,6 @@ class Upcasters:
 
         return add
 
-    def needs(self, event_type: str, version: int, target: int) -> bool:
-        return version < target
-
     def upcast(self, event_type: str, payload: Any, version: int, target: int) -> Any:
         """Apply the steps version -> target; a missing step is a DecodeError."""
         if version > target:
