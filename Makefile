@@ -17,8 +17,8 @@ lint: $(INSTALLED)
 	$(PYTHON) -m ruff check src tests benchmarks examples
 	$(PYTHON) -m mypy
 
-# The broker services the adapters' tests talk to (installed and started on loopback).
-SERVICES ?= nats
+# The services the tests talk to (installed and started on loopback); empty means all of them.
+SERVICES ?=
 
 services:
 	bash scripts/services.sh up $(SERVICES)
