@@ -56,6 +56,9 @@ class App:
         # passed in belongs to the caller (several Apps may share it).
         self._brokers: dict[str, Broker] = {}
         self._owned: set[str] = set()
+        self._urls: dict[str, str] = {}  # cluster -> the URL it was made from, for documents
+        # topic -> event classes the App says it publishes there (for the AsyncAPI document)
+        self.publications: dict[str, list[type[Any]]] = {}
         for cluster, target in {DEFAULT_CLUSTER: broker, **(clusters or {})}.items():
             if cluster == DEFAULT_CLUSTER and target is not broker:
                 raise ConfigError(f"cluster name {DEFAULT_CLUSTER!r} is the App's own broker")
@@ -80,8 +83,10 @@ class App:
         self._brokers[cluster] = _broker(target)
         if isinstance(target, Broker):
             self._owned.discard(cluster)
+            self._urls.pop(cluster, None)
         else:
             self._owned.add(cluster)
+            self._urls[cluster] = target
 
     @property
     def broker(self) -> Broker:
@@ -149,6 +154,24 @@ class App:
             return fn
 
         return register
+
+    def publishes(self, topic: str, *classes: type[Any]) -> None:
+        """Declare that this App publishes these event classes to `topic`.
+
+        Only documents do anything with it (`herald docs asyncapi`); publishing
+        works without it.
+        """
+        if not topic or not isinstance(topic, str):
+            raise ConfigError("publishes: topic must be a non-empty string")
+        bad = [c for c in classes if not isinstance(c, type)]
+        if bad or not classes:
+            raise ConfigError(f"publishes: give event classes, got {bad or 'none'}")
+        known = self.publications.setdefault(topic, [])
+        known.extend(c for c in classes if c not in known)
+
+    def broker_urls(self) -> dict[str, str]:
+        """cluster -> the URL its broker was made from (brokers passed as objects are left out)."""
+        return dict(self._urls)
 
     def middleware(self, middleware: Middleware) -> Middleware:
         """Add a middleware: a function that takes a handler and returns one.
