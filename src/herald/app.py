@@ -74,6 +74,10 @@ class App:
         self._stopped = asyncio.Event()
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        # Set by tracing integrations: the W3C traceparent of the current span,
+        # put on events published now (else the handled event's is carried on).
+        self.trace_context: Callable[[], str | None] | None = None
+        self.published: dict[str, int] = {}  # topic -> events published by this App
 
     # -- declaring -----------------------------------------------------------
     def use_broker(self, target: str | Broker, cluster: str = DEFAULT_CLUSTER) -> None:
@@ -245,6 +249,8 @@ class App:
         else:
             correlation, causation = parent.correlationid or parent.id, parent.id
             traceparent = parent.traceparent
+        if self.trace_context is not None:
+            traceparent = self.trace_context() or traceparent
         return Envelope(
             id=event_id,
             source=self.name,
@@ -286,6 +292,7 @@ class App:
         message = _message(topic, envelope, key, headers, _due(delay, deliver_at))
         await self._ensure_connected(cluster)
         await broker.publish([message])
+        self.published[topic] = self.published.get(topic, 0) + 1
         return envelope.id
 
     async def publish_batch(
@@ -316,6 +323,7 @@ class App:
             ids.append(envelope.id)
         await self._ensure_connected(cluster)
         await broker.publish(messages)
+        self.published[topic] = self.published.get(topic, 0) + len(messages)
         return ids
 
     # -- running -------------------------------------------------------------
