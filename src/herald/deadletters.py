@@ -108,6 +108,13 @@ class DeadLetters:
 
     async def show(self, dead_letter_id: str) -> DeadLetter:
         topic, offset = parse_id(dead_letter_id)
+        prefix = self._policy.dead_letter_prefix
+        # replay and discard delete what show finds: never a record of a live topic
+        if not topic.startswith(prefix):
+            raise DeadLetterNotFound(
+                f"{dead_letter_id!r} is not a dead letter: dead-letter topics start with "
+                f"{prefix!r}; `herald dlq list` shows the ids"
+            )
         records = await self._admin.read_topic(topic, after=offset - 1, limit=1)
         if not records or records[0].offset != offset:
             raise DeadLetterNotFound(

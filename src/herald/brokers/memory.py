@@ -209,7 +209,11 @@ class MemoryBroker(Broker, LogAdmin, LogStorage):
                 groups.append(GroupPosition(group, sum(counts) - lag, lag))
             delayed = self._delayed.get(name, 0)
             infos.append(TopicInfo(name, len(topic.partitions), sum(counts), delayed, groups))
-        return infos
+        # a topic whose only records are still delayed exists too
+        for name, delayed in sorted(self._delayed.items()):
+            if name not in self._topics and delayed:
+                infos.append(TopicInfo(name, self._default_partitions, 0, delayed, []))
+        return sorted(infos, key=lambda info: info.name)
 
     async def read_topic(
         self, topic: str, *, after: int | None = None, limit: int = 100

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from herald.cli import dlq, docs, inspect, publish, run
+from herald.cli import dlq, docs, inspect, publish, run, serve
 from herald.cli._common import CliError, debug, print_error
 from herald.errors import ConfigError, HeraldError
 
@@ -107,6 +107,7 @@ app.command("tail")(inspect.tail)
 app.command("topics")(inspect.topics)
 app.add_typer(dlq.app, name="dlq")
 app.command("demo")(run.demo)
+app.command("serve")(serve.serve)
 app.add_typer(docs.app, name="docs")
 
 
