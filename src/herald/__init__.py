@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from herald.app import App
+from herald.app import App, PublishInfo, PublishMiddleware
 from herald.brokers import Broker, Delivery, Message, from_url
 from herald.codecs import PayloadDecoder
 from herald.context import Context
@@ -46,6 +46,8 @@ __all__ = [
     "MemoryDedupStore",
     "Message",
     "Middleware",
+    "PublishInfo",
+    "PublishMiddleware",
     "NotRunning",
     "PayloadDecoder",
     "RetryPolicy",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,6 +28,18 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 log = logging.getLogger("herald.app")
 DEFAULT_BROKER = "sqlite:///herald.db"
 DEFAULT_CLUSTER = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishInfo:
+    """What a publish middleware is told about the publish it wraps."""
+
+    topic: str
+    count: int  # events in this call
+    cluster: str | None
+
+
+PublishMiddleware = Callable[[PublishInfo, Callable[[], Awaitable[list[str]]]], Awaitable[list[str]]]
 # Event class -> (CloudEvents type, dataversion, aggregatetype, has a subject field)
 _EVENT_META: dict[type[Any], tuple[str, int | None, str | None, bool]] = {}
 
@@ -78,6 +92,7 @@ class App:
         # put on events published now (else the handled event's is carried on).
         self.trace_context: Callable[[], str | None] | None = None
         self.published: dict[str, int] = {}  # topic -> events published by this App
+        self.publish_middlewares: list[PublishMiddleware] = []
 
     # -- declaring -----------------------------------------------------------
     def use_broker(self, target: str | Broker, cluster: str = DEFAULT_CLUSTER) -> None:
@@ -176,6 +191,16 @@ class App:
     def broker_urls(self) -> dict[str, str]:
         """cluster -> the URL its broker was made from (brokers passed as objects are left out)."""
         return dict(self._urls)
+
+    def publish_middleware(self, middleware: PublishMiddleware) -> PublishMiddleware:
+        """Add a publish middleware: `async def mw(info: PublishInfo, call_next)`
+        that returns `await call_next()` (the published ids), for tracing and
+        the like. It runs around building the envelopes too, so what it makes
+        current (a span) is seen by `trace_context`. The first added is the outermost."""
+        if not callable(middleware):
+            raise ConfigError(f"publish_middleware takes a callable, got {middleware!r}")
+        self.publish_middlewares.append(middleware)
+        return middleware
 
     def middleware(self, middleware: Middleware) -> Middleware:
         """Add a middleware: a function that takes a handler and returns one.
@@ -287,6 +312,29 @@ class App:
         Same `key`, same order for every group. `delay` (seconds or timedelta)
         or `deliver_at` (datetime or unix time) hold it back until due.
         """
+        if self.publish_middlewares:
+            async def call() -> list[str]:
+                return [await self._publish(topic, event, key, delay, deliver_at, headers, cluster,
+                                            type, subject, id, content_type)]
+
+            return (await self._through_middlewares(PublishInfo(topic, 1, cluster), call))[0]
+        return await self._publish(topic, event, key, delay, deliver_at, headers, cluster, type,
+                                   subject, id, content_type)
+
+    async def _publish(
+        self,
+        topic: str,
+        event: Any,
+        key: str | None,
+        delay: float | timedelta | None,
+        deliver_at: datetime | float | None,
+        headers: Mapping[str, str] | None,
+        cluster: str | None,
+        type: str | None,
+        subject: str | None,
+        id: str | None,
+        content_type: str | None,
+    ) -> str:
         broker = self.cluster(cluster)
         envelope = self.envelope(event, type=type, subject=subject, id=id, content_type=content_type)
         message = _message(topic, envelope, key, headers, _due(delay, deliver_at))
@@ -309,6 +357,34 @@ class App:
     ) -> list[str]:
         """Publish many events in one broker call, in order; returns their ids.
         `key` may be a function of the event."""
+        if self.publish_middlewares:
+            events = list(events)
+
+            async def call() -> list[str]:
+                return await self._publish_batch(topic, events, key, delay, deliver_at, headers,
+                                                 cluster, type)
+
+            return await self._through_middlewares(PublishInfo(topic, len(events), cluster), call)
+        return await self._publish_batch(topic, events, key, delay, deliver_at, headers, cluster, type)
+
+    async def _through_middlewares(
+        self, info: PublishInfo, call: Callable[[], Awaitable[list[str]]]
+    ) -> list[str]:
+        for middleware in reversed(self.publish_middlewares):
+            call = functools.partial(middleware, info, call)
+        return await call()
+
+    async def _publish_batch(
+        self,
+        topic: str,
+        events: Iterable[Any],
+        key: str | Callable[[Any], str | None] | None,
+        delay: float | timedelta | None,
+        deliver_at: datetime | float | None,
+        headers: Mapping[str, str] | None,
+        cluster: str | None,
+        type: str | None,
+    ) -> list[str]:
         broker = self.cluster(cluster)
         due = _due(delay, deliver_at)
         messages = []
@@ -418,8 +494,9 @@ class App:
         return broker
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Handled, retried, dead-lettered and skipped counts per running subscriber."""
-        return {c.sub.name: dict(c.stats) for c in self.consumers}
+        """Handled, retried, dead-lettered and skipped counts per subscriber, over
+        the App's life in this process (they survive a stop and a start)."""
+        return {sub.name: dict(sub.stats) for sub in self.subscribers}
 
 
 def _broker(target: str | Broker) -> Broker:

@@ -8,7 +8,7 @@ carries the same correlation id and names the current event as its cause.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -76,12 +76,13 @@ class Context:
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         if self.logger is None:
-            self.logger = logging.LoggerAdapter(
+            self.logger = _EventLogger(
                 logging.getLogger(f"herald.{self.app.name}"),
                 {
                     "event_type": self.envelope.type,
                     "event_id": self.envelope.id,
                     "aggregate_id": self.envelope.subject,
+                    "correlation_id": self.envelope.correlationid,
                     "topic": self.topic,
                     "group": self.group,
                 },
@@ -95,3 +96,12 @@ class Context:
             return await self.app.publish(topic, event, **options)
         finally:
             current_envelope.reset(token)
+
+
+class _EventLogger(logging.LoggerAdapter[logging.Logger]):
+    """Adds the event's fields to a record and keeps the caller's own `extra=`
+    (the standard adapter replaces them before Python 3.13)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs

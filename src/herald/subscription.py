@@ -92,6 +92,10 @@ class Subscriber:
     max_in_flight: int = 1000
     dedup: bool = False
     cluster: str | None = None
+    # Counts over the App's whole life (across stops and starts), kept by its Consumers.
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"handled": 0, "retried": 0, "dead_lettered": 0, "skipped": 0}
+    )
 
     @property
     def name(self) -> str:
@@ -130,7 +134,7 @@ class Consumer:
         self.broker = broker
         self.policy = sub.retry
         self.dedup = dedup if sub.dedup else None
-        self.stats = {"handled": 0, "retried": 0, "dead_lettered": 0, "skipped": 0}
+        self.stats = sub.stats
         self._chain = self._build_chain(middlewares)
         # The common case, called straight: saves a Context and a call per event.
         self._direct = sub.fn if not middlewares and not sub.takes_context else None
@@ -436,6 +440,12 @@ class Consumer:
         )
         if await self._move(delivery, message):
             self.stats["retried"] += 1
+            log.info(
+                "retry stage %d: %s from %s (group %s): %s: %s",
+                retry_count + 1, delivery.headers.get("ce_id", "?"), self.sub.topic, self.sub.group,
+                type(exc).__name__, exc,
+                extra=self._log_fields(delivery, "retry_stage", "handler-error", attempts, exc),
+            )
 
     async def _dead_letter(
         self,
@@ -456,7 +466,20 @@ class Consumer:
                 "dead letter: %s from %s (group %s): %s: %s",
                 delivery.headers.get("ce_id", "?"), self.sub.topic, self.sub.group,
                 type(exc).__name__, exc,
+                extra=self._log_fields(delivery, "dead_lettered", reason, attempts, exc),
             )
+
+    def _log_fields(
+        self, delivery: Delivery, outcome: str, reason: str, attempts: int, exc: BaseException
+    ) -> dict[str, object]:
+        """Structured fields for log records (the JSON formatter prints them)."""
+        headers = delivery.headers
+        return {
+            "event_type": headers.get("ce_type"), "event_id": headers.get("ce_id"),
+            "aggregate_id": headers.get("ce_subject"), "correlation_id": headers.get("ce_correlationid"),
+            "topic": self.sub.topic, "group": self.sub.group, "outcome": outcome, "reason": reason,
+            "attempt": attempts, "error_type": type(exc).__name__,
+        }
 
     def _failure_headers(
         self, delivery: Delivery, exc: BaseException, attempts: int, reason: str, first: str | None
