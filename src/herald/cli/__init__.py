@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from herald.cli import dlq, docs, inspect, publish, run, serve
+from herald.cli import dlq, docs, inspect, projection, publish, run, serve, store
 from herald.cli._common import CliError, debug, print_error
 from herald.errors import ConfigError, HeraldError
 
@@ -109,6 +109,8 @@ app.add_typer(dlq.app, name="dlq")
 app.command("demo")(run.demo)
 app.command("serve")(serve.serve)
 app.add_typer(docs.app, name="docs")
+app.add_typer(store.app, name="store")
+app.add_typer(projection.app, name="projection")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from typing import Any, Literal
 
 from herald.errors import HeraldError
 from herald.event import Envelope
@@ -84,6 +86,64 @@ class StreamInfo:
     last_recorded: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counts for `herald store stats`: streams, events, the last position,
+    and events per type (most frequent first)."""
+
+    streams: int
+    events: int
+    last_position: int
+    types: dict[str, int]
+
+
+class StoreTransaction(ABC):
+    """One database transaction on the event store, for what must commit
+    together with events or not at all: a projection's read model and its
+    checkpoint, outbox rows beside the events they publish, a saga's state
+    beside the events it appends.
+
+    Obtained from `async with store.transaction() as tx:`; everything done
+    through `tx` commits when the block ends and rolls back when it raises.
+    SQL uses the backend's own placeholders (`?` on SQLite, `$1` on
+    PostgreSQL; see `backend`) and sees the transaction's own writes. Not safe
+    to share between tasks; do not call the store's own `append` inside the
+    block (it would wait for this transaction): use `tx.append`.
+    """
+
+    @property
+    @abstractmethod
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        """Which SQL dialect `execute`/`fetch` speak."""
+
+    @abstractmethod
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Envelope],
+        expected: Expected = ExpectedVersion.ANY,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        """`EventStore.append` inside this transaction; returns the stream's new
+        version. The events become visible to readers when the block commits."""
+
+    @abstractmethod
+    async def execute(self, sql: str, *params: Any) -> None:
+        """Run one statement (tables of your own: read models, outbox, sagas)."""
+
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row of parameters."""
+
+    @abstractmethod
+    async def fetch(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run a query; its rows as tuples."""
+
+    @abstractmethod
+    async def fetchone(self, sql: str, *params: Any) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+
+
 class EventStore(ABC):
     """Safe to share between tasks of one event loop. `connect` before use."""
 
@@ -144,3 +204,24 @@ class EventStore(ABC):
     @abstractmethod
     async def last_position(self) -> int:
         """The highest position a reader may see now."""
+
+    async def stats(self) -> StoreStats:
+        """Counts over the whole store. This default reads every event; the
+        SQLite and PostgreSQL stores count in SQL instead."""
+        types: dict[str, int] = {}
+        streams: set[str] = set()
+        after, events = 0, 0
+        while batch := await self.read_all(after, 1000):
+            for event in batch:
+                types[event.type] = types.get(event.type, 0) + 1
+                streams.add(event.stream)
+            events += len(batch)
+            after = batch[-1].position
+        ordered = dict(sorted(types.items(), key=lambda item: (-item[1], item[0])))
+        return StoreStats(len(streams), events, await self.last_position(), ordered)
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """`async with store.transaction() as tx:` one transaction for events and
+        your own tables together (see StoreTransaction). Transactions that
+        append are serialised with every other append; keep them short."""

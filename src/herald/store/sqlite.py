@@ -9,17 +9,33 @@ concurrent writers wins each version, also across processes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
-
-import msgspec
+from datetime import datetime
+from typing import Any, Literal
 
 from herald._sqlite import SqliteThread, transaction
 from herald.brokers._log import DataSignal
-from herald.errors import ConfigError, DecodeError
+from herald.errors import ConfigError
 from herald.event import Envelope
+from herald.store._common import (
+    check_append,
+    check_metadata,
+    check_read,
+    check_seconds,
+    check_types,
+    decode_map,
+    encode,
+    expected_holds,
+    idempotent,
+    inside_transaction,
+    refuse_nested_append,
+    utc,
+)
+from herald.store._common import stored_event as _stored_event
 from herald.store.base import (
     ConcurrencyError,
     CorruptEvent,
@@ -28,8 +44,20 @@ from herald.store.base import (
     ExpectedVersion,
     StoredEvent,
     StoreError,
+    StoreStats,
+    StoreTransaction,
     StreamInfo,
 )
+
+__all__ = [
+    "SCHEMA",
+    "SqliteEventStore",
+    "SqliteTransaction",
+    "append_rows",
+    "check_append",
+    "expected_holds",
+    "stored_event",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS herald_events (
@@ -54,8 +82,10 @@ CREATE TABLE IF NOT EXISTS herald_streams (
 ) WITHOUT ROWID
 """
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode_map = msgspec.msgpack.Decoder(dict[str, str]).decode
+_encode = encode
+_decode_map = decode_map
+_idempotent = idempotent
+_time = utc
 _COLUMNS = "stream, version, position, attributes, data, metadata, recorded_at, event_id"
 Row = tuple[str, int, int, bytes, bytes, bytes, float, str]
 
@@ -64,10 +94,19 @@ class SqliteEventStore(EventStore):
     """An event store in one SQLite file (may be the broker's file too)."""
 
     def __init__(self, path: str, *, poll_interval: float = 0.05, synchronous: str = "NORMAL") -> None:
-        if not path:
-            raise ConfigError("SqliteEventStore needs a file path, e.g. 'events.db'")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"SqliteEventStore needs a file path, e.g. 'events.db', got {path!r}")
+        check_seconds("poll_interval", poll_interval)
         self.path = path
         self._db = SqliteThread(path, synchronous=synchronous, name="herald-store")
+        # Transactions get a connection (and thread) of their own, so calls on
+        # the shared one never see or join their uncommitted writes.
+        self._tx_db = SqliteThread(path, synchronous=synchronous, name="herald-store-tx")
+        # One writer at a time in this process, taken before SQLite's own lock:
+        # an append waiting for an open transaction waits here, off the shared
+        # thread, instead of blocking that thread in busy_timeout while the
+        # transaction may need it.
+        self._write_lock = asyncio.Lock()
         self._poll_interval = poll_interval
         self.signal = DataSignal()
 
@@ -87,6 +126,7 @@ class SqliteEventStore(EventStore):
             ) from exc
 
     async def close(self) -> None:
+        await self._tx_db.close()
         await self._db.close()
 
     # -- writing -------------------------------------------------------------
@@ -98,11 +138,40 @@ class SqliteEventStore(EventStore):
         metadata: Mapping[str, str] | None = None,
     ) -> int:
         check_append(stream, events, expected)
-        version = await self._db.run(
-            append_rows, stream, list(events), expected, dict(metadata or {}), time.time()
-        )
+        meta = check_metadata(metadata)
+        refuse_nested_append(self)
+        async with self._write_lock:
+            version = await self._db.run(append_rows, stream, list(events), expected, meta, time.time())
         self.signal.notify()
         return version
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+        """Serialised with appends and other transactions of this store (SQLite
+        has one writer at a time anyway); other processes wait in busy_timeout."""
+        refuse_nested_append(self)
+        if not self._db.is_open:
+            raise StoreError(f"event store {self.path!r} is not connected: await store.connect() first")
+        async with self._write_lock:
+            try:
+                await self._tx_db.open()
+                await self._tx_db.run(_execute, "BEGIN IMMEDIATE", ())
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot begin a transaction on {self.path!r}: {exc}") from exc
+            tx = SqliteTransaction(self._tx_db)
+            try:
+                with inside_transaction(self):
+                    yield tx
+            except BaseException:
+                await self._tx_db.run(_execute, "ROLLBACK", ())
+                raise
+            try:
+                await self._tx_db.run(_execute, "COMMIT", ())
+            except sqlite3.Error as exc:
+                await self._tx_db.run(_rollback_if_open)
+                raise StoreError(f"the transaction on {self.path!r} did not commit: {exc}") from exc
+        if tx.appended:
+            self.signal.notify()
 
     # -- reading -------------------------------------------------------------
     async def read_stream(
@@ -113,6 +182,12 @@ class SqliteEventStore(EventStore):
         backwards: bool = False,
         limit: int | None = None,
     ) -> list[StoredEvent]:
+        if not isinstance(stream, str) or not stream:
+            raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
+        if from_version is not None:
+            check_read("from_version", from_version, 0)
+        if limit is not None:
+            check_read("limit", limit, 0)
         if backwards:
             sql = (f"SELECT {_COLUMNS} FROM herald_events WHERE stream = ? AND version <= ?"
                    " ORDER BY version DESC LIMIT ?")
@@ -124,6 +199,8 @@ class SqliteEventStore(EventStore):
         return await self._query(sql, (stream, start, -1 if limit is None else limit))
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        check_read("after", after, 0)
+        check_read("limit", limit, 0)
         return await self._query(
             f"SELECT {_COLUMNS} FROM herald_events WHERE position > ? ORDER BY position LIMIT ?",
             (after, limit),
@@ -132,6 +209,8 @@ class SqliteEventStore(EventStore):
     async def read_by_type(
         self, types: Sequence[str], since: datetime | None = None, limit: int = 1000
     ) -> list[StoredEvent]:
+        check_types(types, since)
+        check_read("limit", limit, 0)
         if not types:
             return []
         marks = ", ".join("?" for _ in types)
@@ -143,6 +222,7 @@ class SqliteEventStore(EventStore):
         )
 
     async def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:
+        check_read("after", after, 0)
         position = after
         while True:
             seen = self.signal.version
@@ -154,6 +234,10 @@ class SqliteEventStore(EventStore):
                 await self.signal.wait(seen, self._poll_interval)
 
     async def streams(self, prefix: str = "", limit: int = 100) -> list[StreamInfo]:
+        if not isinstance(prefix, str):
+            raise ConfigError(f"prefix must be a string, got {prefix!r}")
+        check_read("limit", limit, 0)
+
         def query(db: sqlite3.Connection) -> list[StreamInfo]:
             rows = db.execute(
                 "SELECT stream, version, created_at, updated_at FROM herald_streams"
@@ -170,6 +254,17 @@ class SqliteEventStore(EventStore):
 
         return await self._db.run(query)
 
+    async def stats(self) -> StoreStats:
+        def query(db: sqlite3.Connection) -> StoreStats:
+            streams = int(db.execute("SELECT COUNT(*) FROM herald_streams").fetchone()[0])
+            types = db.execute(
+                "SELECT type, COUNT(*) AS n FROM herald_events GROUP BY type ORDER BY n DESC, type"
+            ).fetchall()
+            last = int(db.execute("SELECT COALESCE(MAX(position), 0) FROM herald_events").fetchone()[0])
+            return StoreStats(streams, sum(n for _, n in types), last, {t: int(n) for t, n in types})
+
+        return await self._db.run(query)
+
     async def _query(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
         def query(db: sqlite3.Connection) -> list[Row]:
             return db.execute(sql, params).fetchall()
@@ -177,20 +272,60 @@ class SqliteEventStore(EventStore):
         return [stored_event(row) for row in await self._db.run(query)]
 
 
-def check_append(stream: str, events: Sequence[Envelope], expected: Expected) -> None:
-    if not isinstance(stream, str) or not stream:
-        raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
-    if not events:
-        raise ConfigError("append needs at least one event")
-    if not isinstance(expected, ExpectedVersion) and (not isinstance(expected, int) or expected < 0):
-        raise ConfigError(
-            f"expected must be an ExpectedVersion or a version >= 0, got {expected!r}"
-        )
-    for event in events:
-        if not isinstance(event, Envelope):
-            raise ConfigError(
-                f"append takes Envelopes (app.envelope(event)), got {type(event).__name__}"
-            )
+class SqliteTransaction(StoreTransaction):
+    """A transaction on the store's transaction connection (see StoreTransaction)."""
+
+    def __init__(self, db: SqliteThread) -> None:
+        self._db = db
+        self.appended = False
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        return "sqlite"
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Envelope],
+        expected: Expected = ExpectedVersion.ANY,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        check_append(stream, events, expected)
+        meta = check_metadata(metadata)
+        version = await self._db.run(_append_savepoint, stream, list(events), expected, meta, time.time())
+        self.appended = True
+        return version
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        await self._db.run(_execute, sql, params)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.executemany(sql, rows)
+
+        await self._db.run(run)
+
+    async def fetch(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        def run(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+        return await self._db.run(run)
+
+    async def fetchone(self, sql: str, *params: Any) -> tuple[Any, ...] | None:
+        def run(db: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row = db.execute(sql, params).fetchone()
+            return None if row is None else tuple(row)
+
+        return await self._db.run(run)
+
+
+def _execute(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    db.execute(sql, params)
+
+
+def _rollback_if_open(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def append_rows(
@@ -201,75 +336,80 @@ def append_rows(
     metadata: dict[str, str],
     now: float,
 ) -> int:
+    """Append in a transaction of its own (the connection must be idle)."""
     with transaction(db):
-        row = db.execute("SELECT version FROM herald_streams WHERE stream = ?", (stream,)).fetchone()
-        current = int(row[0]) if row else 0
-        ids = [e.id for e in events]
-        marks = ", ".join("?" for _ in ids)
-        # Where these ids were recorded already; an id in another stream can
-        # never be this append's retry, so it counts as nowhere (0).
-        recorded = {
-            event_id: version if recorded_stream == stream else 0
-            for event_id, recorded_stream, version in db.execute(
-                f"SELECT event_id, stream, version FROM herald_events WHERE event_id IN ({marks})", ids
-            )
-        }
-        if recorded:
-            return _idempotent(stream, ids, recorded, expected, current)
-        if not expected_holds(expected, current):
-            raise ConcurrencyError(stream, expected, current)
-        meta = _encode(metadata)
-        db.executemany(
-            "INSERT INTO herald_events (stream, version, event_id, type, attributes, data, metadata,"
-            " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (stream, current + n, e.id, e.type, _encode(e.to_headers()), e.data, meta, now)
-                for n, e in enumerate(events, start=1)
-            ],
-        )
-        db.execute(
-            "INSERT INTO herald_streams (stream, version, created_at, updated_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
-            " updated_at = excluded.updated_at",
-            (stream, current + len(events), now, now),
-        )
-        return current + len(events)
+        return _append_in(db, stream, events, expected, metadata, now)
 
 
-def _idempotent(
-    stream: str, ids: list[str], recorded: dict[str, int], expected: Expected, current: int
+def _append_savepoint(
+    db: sqlite3.Connection,
+    stream: str,
+    events: list[Envelope],
+    expected: Expected,
+    metadata: dict[str, str],
+    now: float,
 ) -> int:
-    """A retried append of events already recorded at the same versions is a no-op."""
-    start = recorded.get(ids[0], 0)
-    same_place = start >= 1 and all(recorded.get(i) == start + n for n, i in enumerate(ids))
-    if same_place and (isinstance(expected, ExpectedVersion) or expected == start - 1):
-        return current
-    raise ConcurrencyError(stream, expected, current)
+    """Append inside an open transaction; a failure undoes only this append."""
+    db.execute("SAVEPOINT herald_append")
+    try:
+        version = _append_in(db, stream, events, expected, metadata, now)
+    except BaseException:
+        db.execute("ROLLBACK TO herald_append")
+        db.execute("RELEASE herald_append")
+        raise
+    db.execute("RELEASE herald_append")
+    return version
 
 
-def expected_holds(expected: Expected, current: int) -> bool:
-    if expected == ExpectedVersion.ANY:
-        return True
-    if expected == ExpectedVersion.NO_STREAM:
-        return current == 0
-    if expected == ExpectedVersion.STREAM_EXISTS:
-        return current > 0
-    return current == int(expected)
+def _append_in(
+    db: sqlite3.Connection,
+    stream: str,
+    events: list[Envelope],
+    expected: Expected,
+    metadata: dict[str, str],
+    now: float,
+) -> int:
+    row = db.execute("SELECT version FROM herald_streams WHERE stream = ?", (stream,)).fetchone()
+    current = int(row[0]) if row else 0
+    ids = [e.id for e in events]
+    marks = ", ".join("?" for _ in ids)
+    # Where these ids were recorded already; an id in another stream can
+    # never be this append's retry, so it counts as nowhere (0).
+    recorded = {
+        event_id: version if recorded_stream == stream else 0
+        for event_id, recorded_stream, version in db.execute(
+            f"SELECT event_id, stream, version FROM herald_events WHERE event_id IN ({marks})", ids
+        )
+    }
+    if recorded:
+        return _idempotent(stream, ids, recorded, expected, current)
+    if not expected_holds(expected, current):
+        raise ConcurrencyError(stream, expected, current)
+    meta = _encode(metadata)
+    db.executemany(
+        "INSERT INTO herald_events (stream, version, event_id, type, attributes, data, metadata,"
+        " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (stream, current + n, e.id, e.type, _encode(e.to_headers()), e.data, meta, now)
+            for n, e in enumerate(events, start=1)
+        ],
+    )
+    db.execute(
+        "INSERT INTO herald_streams (stream, version, created_at, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
+        " updated_at = excluded.updated_at",
+        (stream, current + len(events), now, now),
+    )
+    return current + len(events)
 
 
 def stored_event(row: Row) -> StoredEvent:
     stream, version, position, attributes, data, metadata, recorded_at, event_id = row
     try:
-        envelope = Envelope.from_headers(_decode_map(attributes), bytes(data))
-        meta = _decode_map(metadata)
-    except (DecodeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        at = _time(recorded_at)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise CorruptEvent(
-            f"stored event at position {position} (stream {stream!r}, version {version}, id "
-            f"{event_id!r}) cannot be read: {exc}"
+            f"stored event at position {position} (stream {stream!r}) has a bad recorded_at "
+            f"{recorded_at!r}: repair or delete that row"
         ) from exc
-    return StoredEvent(stream, version, position, envelope, _time(recorded_at), meta)
-
-
-def _time(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
+    return _stored_event(stream, version, position, attributes, data, metadata, at, event_id)

@@ -1,0 +1,163 @@
+"""Pure helpers both event stores share: argument checks, the expected-version
+rules, the idempotent-retry rule, the row codec, and the guard against an
+append that would wait for the caller's own transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from herald.errors import ConfigError, DecodeError
+from herald.event import Envelope
+from herald.store.base import (
+    ConcurrencyError,
+    CorruptEvent,
+    Expected,
+    ExpectedVersion,
+    StoredEvent,
+    StoreError,
+)
+
+encode = msgspec.msgpack.Encoder().encode
+decode_map = msgspec.msgpack.Decoder(dict[str, str]).decode
+
+
+def check_append(stream: str, events: Sequence[Envelope], expected: Expected) -> None:
+    """Raise ConfigError for arguments no store could accept."""
+    if not isinstance(stream, str) or not stream:
+        raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
+    if isinstance(events, (str, bytes, Envelope)) or not isinstance(events, Sequence):
+        raise ConfigError(f"append takes a list of Envelopes, got {type(events).__name__}")
+    if not events:
+        raise ConfigError("append needs at least one event")
+    if isinstance(expected, bool) or (
+        not isinstance(expected, ExpectedVersion) and (not isinstance(expected, int) or expected < 0)
+    ):
+        raise ConfigError(
+            f"expected must be an ExpectedVersion or a version >= 0, got {expected!r}"
+        )
+    for event in events:
+        if not isinstance(event, Envelope):
+            raise ConfigError(
+                f"append takes Envelopes (app.envelope(event)), got {type(event).__name__}"
+            )
+    if len({e.id for e in events}) != len(events):
+        raise ConfigError(f"append to {stream!r} holds the same event id twice")
+
+
+def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise ConfigError(f"metadata must map str to str, got {metadata!r}")
+    return dict(metadata)
+
+
+def check_read(name: str, value: object, minimum: int) -> int:
+    """A positional/limit argument: an int (not bool) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def check_types(types: Sequence[str], since: datetime | None) -> None:
+    if isinstance(types, str) or not all(isinstance(t, str) and t for t in types):
+        raise ConfigError(f"types must be a list of event type names, got {types!r}")
+    if since is not None and not isinstance(since, datetime):
+        raise ConfigError(f"since must be a datetime, got {since!r}")
+
+
+def expected_holds(expected: Expected, current: int) -> bool:
+    if expected == ExpectedVersion.ANY:
+        return True
+    if expected == ExpectedVersion.NO_STREAM:
+        return current == 0
+    if expected == ExpectedVersion.STREAM_EXISTS:
+        return current > 0
+    return current == int(expected)
+
+
+def idempotent(
+    stream: str, ids: list[str], recorded: dict[str, int], expected: Expected, current: int
+) -> int:
+    """A retried append of events already recorded at the same versions is a
+    no-op returning `current`; any other overlap of ids is a conflict.
+    `recorded` maps ids to their version in `stream` (0: in another stream)."""
+    start = recorded.get(ids[0], 0)
+    same_place = start >= 1 and all(recorded.get(i) == start + n for n, i in enumerate(ids))
+    if same_place and (isinstance(expected, ExpectedVersion) or expected == start - 1):
+        return current
+    raise ConcurrencyError(stream, expected, current)
+
+
+def stored_event(
+    stream: str,
+    version: int,
+    position: int,
+    attributes: bytes,
+    data: bytes,
+    metadata: bytes,
+    recorded_at: datetime,
+    event_id: str,
+) -> StoredEvent:
+    """Decode one row; a row that does not decode is CorruptEvent naming its position."""
+    try:
+        envelope = Envelope.from_headers(decode_map(attributes), bytes(data))
+        meta = decode_map(metadata)
+    except (DecodeError, msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+        raise CorruptEvent(
+            f"stored event at position {position} (stream {stream!r}, version {version}, id "
+            f"{event_id!r}) cannot be read: {exc}; repair or delete that row"
+        ) from exc
+    return StoredEvent(stream, version, position, envelope, recorded_at, meta)
+
+
+def utc(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+# (store, task) pairs whose transaction() block is open: a plain store.append
+# from that same task would wait for its own transaction (a deadlock). Tasks
+# started inside the block inherit the variable but are other tasks: they
+# may append, and simply wait for the commit.
+_open: contextvars.ContextVar[frozenset[tuple[int, int]]] = contextvars.ContextVar(
+    "herald_store_transactions", default=frozenset()
+)
+
+
+def _key(store: object) -> tuple[int, int]:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return id(store), id(task)
+
+
+@contextlib.contextmanager
+def inside_transaction(store: object) -> Iterator[None]:
+    token = _open.set(_open.get() | {_key(store)})
+    try:
+        yield
+    finally:
+        _open.reset(token)
+
+
+def refuse_nested_append(store: object) -> None:
+    if _key(store) in _open.get():
+        raise StoreError(
+            "store.append() inside `async with store.transaction() as tx` would wait for "
+            "that transaction to end: use tx.append() instead"
+        )
