@@ -16,11 +16,13 @@ from herald.errors import (
     DecodeError,
     HeraldError,
     NotRunning,
+    Reject,
     UnknownCluster,
     UnknownEventType,
 )
 from herald.event import Envelope, Event, registry
 from herald.retry import NO_RETRY, RetryPolicy
+from herald.scheduler import JobNotFound, Scheduler, Tick
 from herald.subscription import Batch, Handler, Middleware
 from herald.upcasting import upcaster
 
@@ -43,6 +45,7 @@ __all__ = [
     "Event",
     "Handler",
     "HeraldError",
+    "JobNotFound",
     "MemoryDedupStore",
     "Message",
     "Middleware",
@@ -50,8 +53,11 @@ __all__ = [
     "PayloadDecoder",
     "PublishInfo",
     "PublishMiddleware",
+    "Reject",
     "RetryPolicy",
+    "Scheduler",
     "SqliteDedupStore",
+    "Tick",
     "UnknownCluster",
     "UnknownEventType",
     "from_url",

@@ -88,6 +88,7 @@ class App:
         self._stopped = asyncio.Event()
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        self._on_stopping: list[Callable[[], Awaitable[None]]] = []
         # Set by tracing integrations: the W3C traceparent of the current span,
         # put on events published now (else the handled event's is carried on).
         self.trace_context: Callable[[], str | None] | None = None
@@ -210,6 +211,11 @@ class App:
 
     def on_startup(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         self._on_startup.append(fn)
+        return fn
+
+    def on_stopping(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Run `fn` when `stop` begins, before the subscribers stop (on_shutdown runs after)."""
+        self._on_stopping.append(fn)
         return fn
 
     def on_shutdown(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -440,6 +446,11 @@ class App:
         commit, close. Idempotent."""
         timeout = self.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        for hook in self._on_stopping:  # producers of work (schedulers) stop first
+            try:
+                await hook()
+            except Exception:
+                log.exception("an on_stopping hook of %s failed", self.name)
         consumers, self.consumers = self.consumers, []
         await asyncio.gather(*(c.stop(max(deadline - time.monotonic(), 0.0)) for c in consumers))
         for hook in self._on_shutdown:

@@ -54,3 +54,17 @@ class DeadLetterNotFound(HeraldError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class Reject(HeraldError):
+    """Raised by a handler: this event can never succeed (bad data, an unknown
+    kind). It goes straight to the dead letters with `reason`, without retries.
+
+        raise Reject("unknown-kind", f"no handler for kind {kind!r}")
+    """
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        if not reason or not isinstance(reason, str):
+            raise ConfigError("Reject needs a reason, a short word like 'unknown-kind'")
+        super().__init__(message or reason)
+        self.reason = reason

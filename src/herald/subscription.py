@@ -26,7 +26,7 @@ from herald.brokers.base import Broker, Delivery, Message, Subscription
 from herald.codecs import PayloadDecoder
 from herald.context import Context, current_envelope
 from herald.dedup import DedupStore
-from herald.errors import ConfigError, DecodeError
+from herald.errors import ConfigError, DecodeError, Reject
 from herald.event import Envelope, utc_now_iso
 from herald.retry import RetryPolicy
 
@@ -286,6 +286,9 @@ class Consumer:
                     ))
             except Exception as exc:
                 first_failure = first_failure or utc_now_iso()
+                if isinstance(exc, Reject):  # the handler says: never going to work
+                    await self._dead_letter(delivery, exc, attempt, exc.reason, first_failure)
+                    return
                 if attempt < policy.attempts:
                     self.stats["retried"] += 1
                     if not await self._sleep(policy.delay_before(attempt + 1)):
@@ -399,7 +402,10 @@ class Consumer:
                 await self._chain(ctx)
             except Exception as exc:
                 first_failure = first_failure or utc_now_iso()
-                if attempt < policy.attempts:
+                if isinstance(exc, Reject) and len(items) == 1:
+                    await self._dead_letter(items[0][0], exc, attempt, exc.reason, first_failure)
+                    return
+                if attempt < policy.attempts and not isinstance(exc, Reject):
                     self.stats["retried"] += 1
                     if not await self._sleep(policy.delay_before(attempt + 1)):
                         for delivery, *_ in items:

@@ -139,3 +139,63 @@ async def test_dead_letter_and_retry_stage_logs_carry_fields(caplog: pytest.LogC
         assert record.topic == "pings" and record.group == "hooks"  # type: ignore[attr-defined]
         assert record.event_type == "test.ping" and record.aggregate_id == "agg-1"  # type: ignore[attr-defined]
         assert record.error_type == "ValueError"  # type: ignore[attr-defined]
+
+
+async def test_reject_goes_straight_to_dead_letters_with_its_reason() -> None:
+    from herald import Batch, DeadLetters, Reject
+
+    app = App("hooks", broker="memory://", retry=RetryPolicy(attempts=5, stages=2, backoff=0.0))
+    calls: list[int] = []
+    batches: list[list[int]] = []
+
+    @app.subscriber("pings")
+    async def handle(event: Ping) -> None:
+        calls.append(event.n)
+        if event.n == 2:
+            raise Reject("unknown-kind", "pings of 2 mean nothing")
+
+    @app.subscriber("batched", batch=Batch(size=4, timeout=0.05))
+    async def handle_many(events: list[Ping]) -> None:
+        batches.append([e.n for e in events])
+        if any(e.n == 2 for e in events):
+            raise Reject("unknown-kind")
+
+    async with app:
+        await app.publish_batch("pings", [Ping(n=1), Ping(n=2), Ping(n=3)], key="k")
+        await app.publish_batch("batched", [Ping(n=1), Ping(n=2), Ping(n=3), Ping(n=4)], key="k")
+        dead = DeadLetters(app.broker)
+        await wait_for(lambda: sum(s["dead_lettered"] for s in app.stats().values()) == 2)
+        letters = await dead.list()
+    assert calls == [1, 2, 3]  # tried once, no retries, the rest goes on
+    assert sorted(letter.reason for letter in letters) == ["unknown-kind", "unknown-kind"]
+    assert {letter.error_message for letter in letters} >= {"pings of 2 mean nothing"}
+    handled_in_batches = sorted(n for batch in batches if 2 not in batch for n in batch)
+    assert handled_in_batches == [1, 3, 4]  # split to find the one rejected event
+
+
+def test_reject_needs_a_reason() -> None:
+    from herald import Reject
+
+    with pytest.raises(ConfigError, match="reason"):
+        Reject("")
+
+
+async def test_on_stopping_runs_before_subscribers_stop_and_on_shutdown_after() -> None:
+    app = App("hooks", broker="memory://")
+    order: list[str] = []
+
+    @app.subscriber("pings")
+    async def handle(event: Ping) -> None: ...
+
+    @app.on_stopping
+    async def stopping() -> None:
+        order.append(f"stopping: {len(app.consumers)} consumers")
+        raise RuntimeError("a failing hook does not stop the shutdown")
+
+    @app.on_shutdown
+    async def shutdown() -> None:
+        order.append(f"shutdown: {len(app.consumers)} consumers")
+
+    await app.start()
+    await app.stop()
+    assert order == ["stopping: 1 consumers", "shutdown: 0 consumers"]

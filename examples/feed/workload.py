@@ -1,0 +1,232 @@
+"""What `herald demo` drives through the feed, and how it checks the outcome.
+
+```python
+expected = await drive(feed, random.Random(7), progress)   # publishes through the broker
+problems = await check(feed, expected)                     # [] when all agree
+for line in summary(feed): print(line)
+```
+
+The workload: users follow each other (a few "celebrities" above the
+threshold, everyone else at or below it), then authors publish articles
+and users like them, with producer retries (the same event id twice), a
+repeated follow, and one feed event of an unknown type. `check` waits until
+the feed caught up, then compares the stored figures with what was
+published, reads every user's whole feed page by page (pages never repeat
+or skip a row, newest first), and finds the poison event in dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from herald import DeadLetters
+
+from .events import ARTICLE_TOPIC, FEED_TOPIC, ArticlePublished, FeedEventCreated
+from .service import FeedService
+from .storage import Cursor, FeedCounts
+
+Progress = Callable[[int, int], None]  # (done, total)
+CELEBRITIES = 3
+
+
+@dataclass
+class Expected:
+    """What the feed must hold once it caught up."""
+
+    follows: set[tuple[int, int]] = field(default_factory=set)
+    articles: dict[int, int] = field(default_factory=dict)  # aid -> author
+    likes: list[tuple[int, int, int]] = field(default_factory=list)  # (liker, liked, aid)
+    poison_ids: list[str] = field(default_factory=list)
+    threshold: int = 0
+    users: int = 0
+    published: int = 0
+
+    def followers(self, author: int) -> list[int]:
+        return [f for f, e in self.follows if e == author]
+
+    def feed_of(self, uid: int) -> Counter[tuple[str, int, int]]:
+        """What `uid` must see: (type, who, what) once each."""
+        seen: Counter[tuple[str, int, int]] = Counter()
+        for follower, followee in self.follows:
+            if followee == uid:
+                seen["follow", follower, uid] += 1
+            if follower == uid:
+                for aid, author in self.articles.items():
+                    if author == followee:
+                        seen["article", author, aid] += 1
+        for liker, liked, aid in self.likes:
+            if liked == uid:
+                seen["like", liker, aid] += 1
+        return seen
+
+    def counts(self) -> tuple[int, int, int]:
+        """(follows, push rows, pull rows)."""
+        push = len(self.follows) + len(self.likes)
+        pull = 0
+        for author in self.articles.values():
+            fans = len(self.followers(author))
+            if fans > self.threshold:
+                pull += 1
+            else:
+                push += fans
+        return len(self.follows), push, pull
+
+
+async def drive(feed: FeedService, rng: random.Random, progress: Progress | None = None) -> Expected:
+    """Publish the workload through `feed`'s App; returns what the feed must end up with."""
+    threshold = feed.settings.threshold
+    users = max(40, threshold + 12)
+    expected = Expected(threshold=threshold, users=users)
+
+    def fans_of(author: int, count: int) -> None:
+        fans = rng.sample([u for u in range(1, users + 1) if u != author], count)
+        expected.follows.update((fan, author) for fan in fans)
+
+    # The threshold's edges: author 1 has threshold+1 followers (pull), author
+    # CELEBRITIES+1 exactly threshold (push). Other celebrities more, the rest a few.
+    fans_of(1, threshold + 1)
+    for celebrity in range(2, CELEBRITIES + 1):
+        fans_of(celebrity, rng.randint(threshold + 1, min(users - 1, threshold + 10)))
+    fans_of(CELEBRITIES + 1, threshold)
+    for author in range(CELEBRITIES + 2, users + 1):
+        fans_of(author, rng.randint(0, min(threshold, 4)))
+    articles = [(rng.randint(1, users), aid) for aid in range(1, users * 2 + 1)]
+    likes = [(rng.randint(1, users), rng.randrange(len(articles))) for _ in range(users * 2)]
+    total = len(expected.follows) + 1 + len(articles) + len(likes) + 1  # + repeat, + poison
+    done = 0
+
+    def advance(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    # 1. Follows, and wait for them: push or pull depends on the followers an
+    #    author has when the article is handled, and topics have no order between them.
+    follow_events = [
+        FeedEventCreated(type="follow", ext={"follower": str(f), "followee": str(e)})
+        for f, e in sorted(expected.follows)
+    ]
+    for start in range(0, len(follow_events), 100):
+        chunk = follow_events[start:start + 100]
+        await feed.app.publish_batch(FEED_TOPIC, chunk, key=lambda e: e.ext["follower"])
+        advance(len(chunk))
+    again = follow_events[0]  # the same follow, as a new event: changes nothing
+    await feed.publish_feed_event(again)
+    advance()
+    expected.published += len(follow_events) + 1
+    await _wait(lambda c: c.follows >= len(expected.follows), feed, 120.0)
+
+    # 2. Articles and likes; one article published twice with the same id (a producer retry).
+    for n, (author, aid) in enumerate(articles):
+        event = ArticlePublished(uid=author, aid=aid, title=f"article {aid}")
+        event_id = await feed.app.publish(ARTICLE_TOPIC, event, key=str(author))
+        if n == 0:
+            await feed.app.publish(ARTICLE_TOPIC, event, key=str(author), id=event_id)
+        expected.articles[aid] = author
+        advance()
+    for liker, index in likes:
+        author, aid = articles[index]
+        like = FeedEventCreated(type="like", ext={"liker": str(liker), "liked": str(author),
+                                                  "biz": "article", "biz_id": str(aid)})
+        await feed.publish_feed_event(like)
+        expected.likes.append((liker, author, aid))
+        advance()
+    expected.published += len(articles) + 1 + len(likes)
+
+    # 3. Poison: a feed event of a type nobody handles; it must end in dead letters.
+    poison = await feed.app.publish(FEED_TOPIC, {"type": "poke", "ext": {"uid": "1"}},
+                                    type=FeedEventCreated.__event_type__)
+    expected.poison_ids.append(poison)
+    expected.published += 1
+    advance()
+    return expected
+
+
+async def _wait(ready: Callable[[FeedCounts], bool], feed: FeedService, timeout: float) -> FeedCounts:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await feed.stats()
+        if ready(counts) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.1)
+
+
+async def check(feed: FeedService, expected: Expected, timeout: float = 120.0) -> list[str]:
+    """Wait (up to `timeout`) for the feed to catch up; then the disagreements, [] if none."""
+    follows, push, pull = expected.counts()
+    counts = await _wait(
+        lambda c: c.follows >= follows and c.push_rows >= push and c.pull_rows >= pull, feed, timeout
+    )
+    problems = []
+    for name, want, got in (("follows", follows, counts.follows), ("pushed rows", push, counts.push_rows),
+                            ("pulled rows", pull, counts.pull_rows)):
+        if want != got:
+            problems.append(f"feed: {name}: expected {want}, stored {got}")
+    for uid in range(1, expected.users + 1):
+        problems.extend(await _check_user(feed, expected, uid))
+        if len(problems) > 20:
+            problems.append("feed: more disagreements not shown")
+            return problems
+    letters = await DeadLetters(feed.app.broker, feed.settings.retry).list(FEED_TOPIC, limit=10_000)
+    found = {letter.event_id for letter in letters}
+    for poison in expected.poison_ids:
+        if poison not in found:
+            problems.append(f"feed: poison event {poison} is not in the dead letters of {FEED_TOPIC}")
+    return problems
+
+
+async def _check_user(feed: FeedService, expected: Expected, uid: int) -> list[str]:
+    rows, before, ids = [], None, set()
+    problems = []
+    last: Cursor | None = None
+    while True:
+        page = await feed.feed(uid, limit=7, before=before)
+        for row in page.rows:
+            if row.id in ids:
+                problems.append(f"feed: user {uid}: row {row.id} on two pages")
+            if last is not None and not row.cursor < last:
+                problems.append(f"feed: user {uid}: row {row.id} out of order")
+            ids.add(row.id)
+            last = row.cursor
+        rows.extend(page.rows)
+        if page.next_cursor is None:
+            break
+        before = page.next_cursor
+    seen: Counter[tuple[str, int, int]] = Counter()
+    for row in rows:
+        if row.type == "article":
+            seen["article", int(row.ext["uid"]), int(row.ext["aid"])] += 1
+        elif row.type == "follow":
+            seen["follow", int(row.ext["follower"]), int(row.ext["followee"])] += 1
+        else:
+            seen["like", int(row.ext["liker"]), int(row.ext["biz_id"])] += 1
+    want = expected.feed_of(uid)
+    if seen != want:
+        missing, extra = want - seen, seen - want
+        problems.append(
+            f"feed: user {uid}: {sum(missing.values())} row(s) missing {sorted(missing)[:3]}, "
+            f"{sum(extra.values())} extra {sorted(extra)[:3]}"
+        )
+    return problems
+
+
+def summary(feed: FeedService) -> list[str]:
+    """Lines for the demo's summary (figures from the last `stats()` and this process)."""
+    c = feed.last_counts
+    here = feed.counts
+    lines = [f"feed: threshold {feed.settings.threshold} followers (push at or below, pull above)"]
+    if c is not None:
+        lines.append(f"feed: {c.follows} follows, {c.push_rows} pushed rows, {c.pull_rows} pulled rows, "
+                     f"{c.processed} events applied")
+    lines.append(
+        f"feed: articles pushed {here['articles_pushed']}, pulled {here['articles_pulled']}; "
+        f"likes {here['likes']}; duplicates ignored {here['duplicates']}; "
+        f"followee cache hits {here['cache_hits']}, misses {here['cache_misses']}"
+    )
+    return lines

@@ -1,0 +1,217 @@
+"""The feed flow of seed 000 end to end: events through the broker, rows in the
+tables, reads through the HTTP API.
+
+Two setups, named in the test id:
+- `embedded`: the SQLite broker, SQLite tables, the followee cache in memory;
+- `kafka-postgres-redis`: Kafka (a namespace of its own), PostgreSQL (a schema
+  of its own, dropped afterwards), Redis (a key prefix of its own).
+The services must be running (`bash scripts/services.sh up kafka` etc.); a
+test fails, never skips, when one is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as redis
+from examples.feed import build, open_cache, open_storage
+from examples.feed.api import make_api
+from examples.feed.service import FeedService, FeedSettings
+from examples.feed.workload import check, drive, summary
+
+from herald import App, RetryPolicy
+
+POSTGRES_DSN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
+REDIS_URL = os.environ.get("HERALD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+KAFKA = "127.0.0.1:9092"
+RETRY = RetryPolicy(attempts=3, backoff=0.02, stages=1, stage_delay=0.5)
+
+
+@dataclass
+class Flow:
+    app: App
+    feed: FeedService
+    http: httpx.AsyncClient
+
+
+def _require_port(port: int, name: str) -> None:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        pytest.fail(f"{name} is not running on 127.0.0.1:{port}: run `bash scripts/services.sh up {name}`")
+
+
+async def _drop_schema(schema: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_DSN, timeout=10)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def _drop_redis_keys(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+def _drop_kafka_namespace(namespace: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(namespace)]
+    for future in (admin.delete_topics(topics, request_timeout=15) if topics else {}).values():
+        with contextlib.suppress(Exception):
+            future.result(timeout=15)
+    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
+              if g.group_id.startswith(namespace)]
+    for future in (admin.delete_consumer_groups(groups, request_timeout=15) if groups else {}).values():
+        with contextlib.suppress(Exception):
+            future.result(timeout=15)
+
+
+@pytest.fixture(params=["embedded", "kafka-postgres-redis"])
+async def flow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Flow]:
+    settings = FeedSettings(threshold=3, retry=RETRY)
+    tag = uuid.uuid4().hex[:10]
+    if request.param == "embedded":
+        app = App("feed", broker=f"sqlite:///{tmp_path / 'herald.db'}", retry=RETRY)
+        storage = open_storage(f"sqlite:///{tmp_path / 'feed.db'}")
+        cache = open_cache("memory://", ttl=60)
+    else:
+        for port, name in ((9092, "kafka"), (5432, "postgresql"), (6379, "redis")):
+            _require_port(port, name)
+        app = App("feed", broker=f"kafka://{KAFKA}?namespace=feed{tag}.&partitions=2", retry=RETRY)
+        storage = open_storage(f"{POSTGRES_DSN}?schema=feed_{tag}")
+        cache = open_cache(REDIS_URL, prefix=f"feed{tag}:", ttl=60)
+    feed = build(app, storage, cache, settings)
+    await app.start()
+    transport = httpx.ASGITransport(app=make_api(feed))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://feed") as http:
+            yield Flow(app, feed, http)
+    finally:
+        await app.stop()
+        if request.param != "embedded":
+            await _drop_schema(f"feed_{tag}")
+            await _drop_redis_keys(f"feed{tag}:")
+            await asyncio.to_thread(_drop_kafka_namespace, f"feed{tag}.")
+
+
+async def test_feed_workload_end_to_end(flow: Flow) -> None:
+    """F1-F7 together: follows, articles on both sides of the threshold, likes, a
+    producer retry and a poison event; every user's whole feed read page by page."""
+    seen: list[tuple[int, int]] = []
+    expected = await drive(flow.feed, random.Random(2026), lambda done, total: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1]  # the progress reached its total
+    follows, push, pull = expected.counts()
+    assert pull > 0 and push > len(expected.follows) + len(expected.likes)  # both modes ran
+    problems = await check(flow.feed, expected, timeout=120)
+    assert problems == []
+    lines = summary(flow.feed)
+    assert any(f"{follows} follows, {push} pushed rows, {pull} pulled rows" in line for line in lines)
+
+
+async def _until(predicate: object, timeout: float = 60.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "the feed did not catch up in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_feed_http_api(flow: Flow) -> None:
+    """Follow, publish and read through HTTP; the threshold decides push or pull;
+    the cursor pages without repeats; garbage gets a clear 4xx."""
+    http = flow.http
+    for fan in (11, 12, 13, 14):  # author 1: four followers, above the threshold of 3
+        response = await http.post("/follows", json={"follower": fan, "followee": 1})
+        assert response.status_code == 201, response.text
+        assert response.json()["new"] is True
+    for fan in (11, 12):  # author 2: two followers, pushed
+        assert (await http.post("/follows", json={"follower": fan, "followee": 2})).status_code == 201
+    assert (await http.post("/follows", json={"follower": 11, "followee": 1})).json()["new"] is False
+    assert (await http.get("/users/11/followees")).json() == {"uid": 11, "followees": [1, 2]}
+
+    for aid in range(1, 6):
+        response = await http.post("/articles", json={"uid": 1 + aid % 2, "aid": aid, "title": f"a{aid}"})
+        assert response.status_code == 202, response.text
+    response = await http.post("/feed-events", json={
+        "type": "like", "ext": {"liker": "12", "liked": "11", "biz": "article", "biz_id": "3"}})
+    assert response.status_code == 202, response.text
+
+    async def caught_up() -> bool:
+        stats = (await http.get("/stats")).json()
+        # follow notices 6, author 2's three articles to two fans, one like
+        return bool(stats["pull_rows"] == 2 and stats["push_rows"] == 6 + 3 * 2 + 1)
+
+    await _until(caught_up)
+    rows, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/users/11/feed", params=params)).json()
+        rows.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(int(r["ext"]["aid"]) for r in rows if r["type"] == "article") == [1, 2, 3, 4, 5]
+    kinds = {(r["type"], r["kind"]) for r in rows}
+    assert kinds == {("article", "pull"), ("article", "push"), ("like", "push")}
+    assert len({r["id"] for r in rows}) == len(rows) == 6
+    keys = [(r["created_at"], r["id"]) for r in rows]
+    assert keys == sorted(keys, reverse=True)
+    follow_notices = (await http.get("/users/1/feed")).json()["items"]
+    assert sorted(int(r["ext"]["follower"]) for r in follow_notices) == [11, 12, 13, 14]
+
+    # Garbage in: a clear 4xx that says what is wrong, nothing published.
+    bad = [
+        ("post", "/follows", b"{not json", 400, "not valid JSON"),
+        ("post", "/follows", b"[1, 2]", 400, "JSON object"),
+        ("post", "/follows", b'{"follower": 1}', 422, "missing field 'followee'"),
+        ("post", "/follows", b'{"follower": "1", "followee": 2}', 422, "follower must be a positive"),
+        ("post", "/follows", b'{"follower": true, "followee": 2}', 422, "follower must be a positive"),
+        ("post", "/follows", b'{"follower": 3, "followee": 3}', 422, "cannot follow themselves"),
+        ("post", "/articles", b'{"uid": 1}', 422, "missing field 'aid'"),
+        ("post", "/articles", b'{"uid": 1, "aid": -4}', 422, "aid must be a positive"),
+        ("post", "/articles", b'{"uid": 1, "aid": 4, "title": 5}', 422, "title must be a string"),
+        ("post", "/articles", b"\xff\xfe", 400, "not valid JSON"),
+        ("post", "/feed-events", b'{"type": "poke", "ext": {}}', 422, "unknown feed event type 'poke'"),
+        ("post", "/feed-events", b'{"type": "like", "ext": {"liker": 1}}', 422, "strings to strings"),
+        ("post", "/feed-events", b'{"type": "like", "ext": {"liker": "1"}}', 422, "liked"),
+        ("post", "/feed-events", b'{"ext": {}}', 422, "missing field 'type'"),
+        ("get", "/users/abc/feed", None, 400, "uid in the path"),
+        ("get", "/users/0/feed", None, 400, "uid in the path"),
+        ("get", "/users/1/feed?limit=0", None, 400, "limit must be"),
+        ("get", "/users/1/feed?limit=x", None, 400, "limit must be"),
+        ("get", "/users/1/feed?limit=100000", None, 400, "limit must be"),
+        ("get", "/users/1/feed?cursor=yesterday", None, 400, "bad cursor"),
+        ("get", "/users/-5/followees", None, 400, "uid in the path"),
+    ]
+    for method, path, body, status, message in bad:
+        if method == "post":
+            response = await http.post(path, content=body, headers={"content-type": "application/json"})
+        else:
+            response = await http.get(path)
+        assert response.status_code == status, (path, body, response.text)
+        assert message in response.json()["error"], (path, body, response.text)
+    assert (await http.get("/nowhere")).status_code == 404
+    assert (await http.get("/follows")).status_code == 405
+    # An id nobody knows is a user with an empty feed: the feed does not own users.
+    assert (await http.get("/users/987654/feed")).json() == {"items": [], "next_cursor": None}
+    stats = (await http.get("/stats")).json()
+    assert stats["pull_rows"] == 2 and stats["push_rows"] == 13  # the garbage changed nothing
