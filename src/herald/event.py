@@ -12,7 +12,7 @@ import os
 import time as _time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -38,10 +38,13 @@ CONTENT_TYPE_HEADER = "content-type"
 _CE_PREFIX = "ce_"
 
 
-_StructMeta: Any = type(msgspec.Struct)
+if TYPE_CHECKING:
+    _StructMeta = msgspec.StructMeta
+else:
+    _StructMeta = type(msgspec.Struct)  # msgspec.StructMeta is public from 0.20 on
 
 
-class _EventMeta(_StructMeta):  # type: ignore[misc]
+class _EventMeta(_StructMeta):
     """Lets an event say its CloudEvents type and version in the class line.
 
     A metaclass because msgspec structs reject unknown class keywords; a plain
@@ -62,7 +65,7 @@ class _EventMeta(_StructMeta):  # type: ignore[misc]
         # msgspec does not inherit kw_only; events are keyword-only all the way down,
         # so a field added or moved in a new version cannot shift positional arguments.
         struct_options.setdefault("kw_only", True)
-        cls = super().__new__(mcls, name, bases, namespace, **struct_options)
+        cls: Any = super().__new__(mcls, name, bases, namespace, **struct_options)
         if not namespace.get("__module__", "").startswith("herald.") or name != "Event":
             if version is not None and (not isinstance(version, int) or version < 1):
                 raise ConfigError(f"{name}: version must be an integer >= 1, got {version!r}")
@@ -94,6 +97,18 @@ class Event(msgspec.Struct, metaclass=_EventMeta, kw_only=True):
     __event_version__: ClassVar[int] = 1
     __subject_field__: ClassVar[str | None] = None
     __aggregate_type__: ClassVar[str | None] = None
+
+    if TYPE_CHECKING:  # what type checkers see of the class keywords _EventMeta takes
+
+        def __init_subclass__(
+            cls,
+            *,
+            type: str | None = None,
+            version: int | None = None,
+            subject: str | None = None,
+            aggregate: str | None = None,
+            **struct_options: Any,
+        ) -> None: ...
 
     def event_subject(self) -> str | None:
         """The aggregate id taken from the field named by `subject=`, if any."""
