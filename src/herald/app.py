@@ -397,11 +397,21 @@ class App:
         ids = []
         parent = current_envelope.get()
         now = utc_now_iso()  # one CloudEvents `time` for the whole batch
+        _check_publish(topic, None, headers)  # once per batch, not per event
+        key_of = key if callable(key) else None
+        fixed_key = None if callable(key) else key
+        if key_of is None:
+            _check_publish(topic, fixed_key, None)
+        make_envelope = self._envelope
         for event in events:
-            is_envelope = isinstance(event, Envelope)
-            envelope = event if is_envelope else self._envelope(event, parent, now, type)
-            event_key = key(event) if callable(key) else key
-            messages.append(_message(topic, envelope, event_key, headers, due))
+            envelope = event if isinstance(event, Envelope) else make_envelope(event, parent, now, type)
+            event_key = fixed_key
+            if key_of is not None:
+                event_key = key_of(event)
+                _check_publish(topic, event_key, None)
+            messages.append(
+                Message(topic, envelope.data, envelope.to_headers(headers), event_key, due, envelope)
+            )
             ids.append(envelope.id)
         await self._ensure_connected(cluster)
         await broker.publish(messages)
@@ -545,6 +555,11 @@ def _message(
     headers: Mapping[str, str] | None,
     due: float | None,
 ) -> Message:
+    _check_publish(topic, key, headers)
+    return Message(topic, envelope.data, envelope.to_headers(headers), key, due, envelope)
+
+
+def _check_publish(topic: str, key: object, headers: Mapping[str, str] | None) -> None:
     if not topic or not isinstance(topic, str):
         raise ConfigError(f"topic must be a non-empty string, got {topic!r}")
     if key is not None and not isinstance(key, str):
@@ -561,4 +576,3 @@ def _message(
                 f"header(s) {', '.join(reserved)} are herald's or CloudEvents' own; "
                 "set CloudEvents attributes through publish() arguments and pick other names"
             )
-    return Message(topic, envelope.data, envelope.to_headers(headers), key, due)

@@ -194,8 +194,9 @@ def utc_now_iso() -> str:
     return f"{cached[1]}.{int((now - second) * 1e6):06d}Z"
 
 
-class Envelope(msgspec.Struct, kw_only=True, gc=False):
-    """A CloudEvents 1.0 event: attributes plus the encoded `data`.
+class Envelope(msgspec.Struct, kw_only=True, gc=False, frozen=True):
+    """A CloudEvents 1.0 event: attributes plus the encoded `data`. Immutable:
+    an in-process broker hands the same envelope to every consumer.
 
     Extensions beyond the ones herald knows stay in `extensions` and travel
     unchanged.

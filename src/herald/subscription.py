@@ -245,12 +245,14 @@ class Consumer:
 
     # -- one at a time -------------------------------------------------------
     async def _lane(self, queue: _Lane) -> None:
+        handle, done = self._handle_one, self._done
         while True:
-            delivery = await queue.get()
+            # Most of the time work is waiting: take it without a coroutine.
+            delivery = await queue.get() if queue.empty() else queue.get_nowait()
             if delivery is None:
                 return
             try:
-                await self._handle_one(delivery)
+                await handle(delivery)
             except asyncio.CancelledError:
                 await delivery.nack()
                 raise
@@ -258,7 +260,7 @@ class Consumer:
                 log.exception("herald failed handling %r; it will be redelivered", delivery)
                 await delivery.nack()
             finally:
-                self._done()
+                done()
 
     async def _handle_one(self, delivery: Delivery) -> None:
         prepared = self._prepare(delivery)
@@ -303,7 +305,8 @@ class Consumer:
         if self.dedup is not None:
             await self.dedup.remember(self.sub.group, [envelope.id])
         self.stats["handled"] += 1
-        await delivery.ack()
+        if (pending := delivery.settle_nowait(True)) is not None:  # no coroutine when no I/O
+            await pending
 
     def _prepare(self, delivery: Delivery) -> tuple[Envelope, Any, int] | DecodeError | None:
         """Decode. Returns the event, or what to do instead: a DecodeError
@@ -322,7 +325,7 @@ class Consumer:
             return DecodeError(f"header {h.RETRY_COUNT}={raw_count!r} is not a count",
                                kind="bad-retry-header")
         try:
-            envelope = Envelope.from_headers(headers, delivery.body)
+            envelope = delivery.envelope or Envelope.from_headers(headers, delivery.body)
             if not self.sub.decoder.accepts(envelope.type):
                 return None
             return envelope, self.sub.decoder.decode(envelope), retry_count

@@ -19,6 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from herald.brokers.base import Delivery, Subscription
+from herald.event import Envelope
+
+# partition, offset, key, headers, body, timestamp, and the Envelope the record
+# was published from when the storage kept it (in-process storages do: the
+# consumer then skips parsing the headers again).
+StoredRow = tuple[int, int, str | None, dict[str, str], bytes, float, Envelope | None]
 
 
 @dataclass(slots=True)
@@ -148,7 +154,7 @@ class LogStorage(ABC):
     @abstractmethod
     async def read(
         self, topic: str, positions: dict[int, int], limit: int
-    ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+    ) -> list[StoredRow]:
         """Records (partition, offset, key, headers, body, timestamp) after each position."""
 
     signal: DataSignal
@@ -213,13 +219,15 @@ class LogSubscription(Subscription):
             if not positions:
                 continue
             rows = await self._storage.read(topic, dict(positions), max_messages - len(out))
-            for partition, offset, key, headers, body, ts in rows:
+            for partition, offset, key, headers, body, ts, envelope in rows:
                 tracker = self._trackers.get((topic, partition))
                 if tracker is None or positions.get(partition, offset) >= offset:
                     continue  # partition lost meanwhile, or already handed out
                 positions[partition] = offset
                 tracker.fetched(offset)
-                out.append(Delivery(topic, partition, offset, key, headers, body, ts, self._settle))
+                out.append(
+                    Delivery(topic, partition, offset, key, headers, body, ts, self._settle, envelope)
+                )
             if len(out) >= max_messages:
                 break
         return out

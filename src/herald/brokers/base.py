@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from herald.event import Envelope
+
 
 @dataclass(slots=True)
 class Message:
@@ -28,6 +30,10 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     key: str | None = None
     deliver_at: float | None = None
+    # The envelope `headers` and `body` were made from, when published in this
+    # process. Never sent anywhere; an in-process broker may hand it to the
+    # consumer so the headers need not be parsed back into the same envelope.
+    envelope: Envelope | None = None
 
 
 class Delivery:
@@ -37,8 +43,8 @@ class Delivery:
     they do nothing (another worker has it now).
     """
 
-    __slots__ = ("_settle", "body", "headers", "key", "offset", "partition", "settled",
-                 "timestamp", "topic")
+    __slots__ = ("_settle", "body", "envelope", "headers", "key", "offset", "partition",
+                 "settled", "timestamp", "topic")
 
     def __init__(
         self,
@@ -50,6 +56,7 @@ class Delivery:
         body: bytes,
         timestamp: float,
         settle: Callable[[Delivery, bool], Awaitable[None] | None] | None = None,
+        envelope: Envelope | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -60,6 +67,7 @@ class Delivery:
         self.timestamp = timestamp
         self.settled = False
         self._settle = settle
+        self.envelope = envelope  # parsed already (in-process brokers), else None
 
     async def ack(self) -> None:
         """Mark handled; the position is committed once every earlier record is too."""
@@ -68,6 +76,14 @@ class Delivery:
             # A settle that needs no I/O returns None: no coroutine per record.
             if self._settle is not None and (pending := self._settle(self, True)) is not None:
                 await pending
+
+    def settle_nowait(self, handled: bool) -> Awaitable[None] | None:
+        """`ack` (handled) or `nack` for hot loops: returns what to await, or
+        None when settling needed no I/O (saves a coroutine per record)."""
+        if self.settled:
+            return None
+        self.settled = True
+        return None if self._settle is None else self._settle(self, handled)
 
     async def nack(self) -> None:
         """Give the record back unhandled; it will be delivered again."""

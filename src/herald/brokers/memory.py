@@ -15,7 +15,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from herald.brokers._log import DataSignal, Lease, LogStorage, LogSubscription, plan_leases
+from herald.brokers._log import (
+    DataSignal,
+    Lease,
+    LogStorage,
+    LogSubscription,
+    StoredRow,
+    plan_leases,
+)
 from herald.brokers.base import (
     Broker,
     Delivery,
@@ -28,17 +35,19 @@ from herald.brokers.base import (
     partition_for,
 )
 from herald.errors import ConfigError, NotRunning
+from herald.event import Envelope
 
-_Row = tuple[int, str | None, dict[str, str], bytes, float]  # offset, key, headers, body, ts
+# offset, key, headers, body, ts, the envelope it was published from
+_Row = tuple[int, str | None, dict[str, str], bytes, float, Envelope | None]
 
 
-def _offset_of(row: tuple[int, int, str | None, dict[str, str], bytes, float]) -> int:
+def _offset_of(row: StoredRow) -> int:
     return row[1]
 
 
 def _rows(
     partition: int, rows: list[_Row], start: int, stop: int, deleted: set[int]
-) -> Iterator[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+) -> Iterator[StoredRow]:
     for i in range(start, stop):
         row = rows[i]
         if not deleted or row[0] not in deleted:
@@ -115,7 +124,7 @@ class MemoryBroker(Broker, LogAdmin, LogStorage):
         partition = partition_for(message.key, len(topic.partitions), self._counter)
         self._offset += 1
         topic.partitions[partition].append(
-            (self._offset, message.key, dict(message.headers), message.body, now)
+            (self._offset, message.key, dict(message.headers), message.body, now, message.envelope)
         )
         topic.offsets[partition].append(self._offset)
 
@@ -173,7 +182,7 @@ class MemoryBroker(Broker, LogAdmin, LogStorage):
 
     async def read(
         self, topic: str, positions: dict[int, int], limit: int
-    ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+    ) -> list[StoredRow]:
         """At most `limit` records, oldest first across partitions (by offset):
         the first partitions must not starve the last ones."""
         stored = self._topic(topic)
@@ -224,7 +233,7 @@ class MemoryBroker(Broker, LogAdmin, LogStorage):
         rows = [
             Delivery(topic, p, offset, key, headers, body, ts)
             for p, part in enumerate(stored.partitions)
-            for offset, key, headers, body, ts in part
+            for offset, key, headers, body, ts, _ in part
             if offset > (after or 0) and offset not in stored.deleted
         ]
         rows.sort(key=lambda d: d.offset)

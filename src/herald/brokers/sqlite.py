@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from herald._sqlite import SqliteThread, transaction
-from herald.brokers._log import DataSignal, Lease, LogStorage, LogSubscription, plan_leases
+from herald.brokers._log import (
+    DataSignal,
+    Lease,
+    LogStorage,
+    LogSubscription,
+    StoredRow,
+    plan_leases,
+)
 from herald.brokers.base import (
     Broker,
     Delivery,
@@ -395,12 +402,12 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
 
     async def read(
         self, topic: str, positions: dict[int, int], limit: int
-    ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+    ) -> list[StoredRow]:
         return await self._run(self._read, topic, positions, limit)
 
     def _read(
         self, topic: str, positions: dict[int, int], limit: int
-    ) -> list[tuple[int, int, str | None, dict[str, str], bytes, float]]:
+    ) -> list[StoredRow]:
         """Oldest first across partitions. Each partition gets a fair share of
         `limit` first, then those that had more fill what the others left: the
         first partitions must not starve the last ones."""
@@ -423,7 +430,9 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
             got = db.execute(query, (topic, partition, after, limit - len(rows))).fetchall()
             rows.extend((partition, *row) for row in got)
         rows.sort(key=_offset_of)
-        return [(p, offset, key, _decode_headers(h), body, ts) for p, offset, key, h, body, ts in rows]
+        return [
+            (p, offset, key, _decode_headers(h), body, ts, None) for p, offset, key, h, body, ts in rows
+        ]
 
     async def wait_for_data(self, seen: int, timeout: float) -> None:
         # Other processes append too, and only polling sees that: wait briefly.
