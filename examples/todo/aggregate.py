@@ -26,6 +26,11 @@ class TodoError(ValueError):
     """A command broke one of the Todo's rules; nothing was changed."""
 
 
+class TodoConflict(TodoError):
+    """The command does not fit the todo's state now (already completed, deleted):
+    the request was well formed, the todo's history refuses it."""
+
+
 def _check_priority(priority: object) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int) or not LOWEST <= priority <= HIGHEST:
         raise TodoError(f"priority must be an integer from {LOWEST} to {HIGHEST}, got {priority!r}")
@@ -54,7 +59,7 @@ class Todo(Aggregate, type="todo", snapshot_version=1):
     def complete(self) -> None:
         self._check_not_deleted("complete")
         if self.done:
-            raise TodoError(f"todo {self.id!r} is already completed")
+            raise TodoConflict(f"todo {self.id!r} is already completed")
         self.trigger(TodoCompleted(todo_id=self.id, user_id=self.user_id, title=self.title))
 
     def change_priority(self, priority: int) -> None:
@@ -70,7 +75,7 @@ class Todo(Aggregate, type="todo", snapshot_version=1):
 
     def _check_not_deleted(self, action: str) -> None:
         if self.deleted:
-            raise TodoError(f"cannot {action} todo {self.id!r}: it was deleted")
+            raise TodoConflict(f"cannot {action} todo {self.id!r}: it was deleted")
 
     # -- state changes: one method per event, no rules here ----------------------------
     @applies(TodoCreated)

@@ -1,7 +1,12 @@
-"""The todo service: commands change todos and publish what happened.
+"""COMPATIBILITY SHIM for the current examples/demo.py only: delete this module
+once the demo calls examples.todo.workload (drive/check/summary) instead.
 
-Each todo's events share its id as key, so every consumer sees a todo's
-history in order (created before completed before deleted).
+The todo service is todo_service.py: the event-sourced Todo (aggregate.py),
+its events committed with the outbox, the todo list read model. This module
+keeps the demo's old in-memory service, which publishes directly and also
+publishes a priority change to the same priority, because the old demo's
+figures count on exactly that; the aggregate rightly refuses to make an
+event when nothing changed.
 """
 
 from __future__ import annotations
