@@ -22,6 +22,7 @@ SERVICES ?=
 
 services:
 	bash scripts/services.sh up $(SERVICES)
+	bash scripts/browser.sh
 
 test: $(INSTALLED) lint services
 	$(PYTHON) -m pytest -q

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,10 +31,16 @@ from herald.app import App
 from herald.errors import BrokerError, ConfigError, HeraldError, NotRunning
 from herald.http import admin, publishing, streams
 from herald.http.auth import Scope, Token, Tokens
+from herald.http.dashboard import OPERATIONS as DASHBOARD_OPERATIONS
+from herald.http.dashboard import RouteSpec
+from herald.http.dashboard import routes as dashboard_routes
 from herald.http.errors import HttpError, error_response, response_for
 from herald.http.openapi import document
 from herald.http.state import GatewayState
 from herald.store.base import EventStore
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("herald.http")
 Endpoint = Callable[[Request, GatewayState], Awaitable[Response]]
@@ -49,7 +56,7 @@ class _Route:
     endpoint: Endpoint
 
 
-def _routes(with_store: bool) -> list[_Route]:
+def _routes(with_store: bool, metrics: Endpoint | None, more: list[RouteSpec]) -> list[_Route]:
     routes = [
         _Route("GET", "/health", None, _health),
         _Route("POST", "/topics/{topic}/events", Scope.PUBLISH, publishing.publish),
@@ -67,7 +74,9 @@ def _routes(with_store: bool) -> list[_Route]:
             _Route("GET", "/streams", Scope.READ, streams.streams),
             _Route("GET", "/streams/{stream:path}", Scope.READ, streams.stream),
         ]
-    return routes
+    if metrics is not None:
+        routes.append(_Route("GET", "/metrics", Scope.READ, metrics))
+    return routes + [_Route(*spec) for spec in more]
 
 
 async def _health(request: Request, state: GatewayState) -> Response:
@@ -82,6 +91,8 @@ def create_gateway(
     max_body: int = DEFAULT_MAX_BODY,
     max_batch: int = DEFAULT_MAX_BATCH,
     manage: bool = True,
+    dashboard: bool = True,
+    metrics: CollectorRegistry | bool | None = None,
 ) -> Starlette:
     """An ASGI application serving `app` over HTTP.
 
@@ -90,7 +101,11 @@ def create_gateway(
     an EventStore to serve under /streams. `max_body`: bytes per request
     (413 above). `manage`: the ASGI lifespan starts and stops the App (its
     subscribers, push subscriptions included) and connects and closes the
-    store; set False when you run them yourself.
+    store; set False when you run them yourself. `dashboard`: serve the web
+    page at /dashboard/ and its JSON routes under /api/dashboard/.
+    `metrics`: serve GET /metrics (scope read) from this prometheus_client
+    registry, or from the global one with True; `instrument_metrics(app)` is
+    what puts the App's numbers there. herald.observability is imported only then.
     """
     problems = []
     if not isinstance(app, App):
@@ -103,13 +118,20 @@ def create_gateway(
         problems.append(f"store must be an EventStore, got {type(store).__name__}")
     if isinstance(tokens, str):
         problems.append("tokens must be a list of tokens, not one string")
+    metrics_endpoint = None
+    if metrics is not None and metrics is not False:
+        try:
+            metrics_endpoint = _metrics(metrics)
+        except ConfigError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigError("create_gateway: " + "; ".join(problems))
     state = GatewayState(app, Tokens(tokens or ()), store, max_body, max_batch)
-    table = _routes(store is not None)
+    page = dashboard_routes(metrics=metrics_endpoint is not None, version=_version()) if dashboard else []
+    table = _routes(store is not None, metrics_endpoint, page)
     openapi = document(f"herald gateway: {app.name}", _version(),
                        [(r.method, r.path, r.scope) for r in table] + [("GET", "/openapi.json", None)],
-                       secured=state.tokens.enabled)
+                       secured=state.tokens.enabled, more=DASHBOARD_OPERATIONS)
 
     async def openapi_endpoint(request: Request) -> Response:
         return JSONResponse(openapi)
@@ -135,6 +157,27 @@ def create_gateway(
                         exception_handlers={HTTPException: _http_exception})
     gateway.state.herald = state
     return gateway
+
+
+def _metrics(metrics: object) -> Endpoint:
+    """GET /metrics from `metrics` (a CollectorRegistry, or True for the global one)."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from herald.observability.metrics import exposition
+    except ImportError as exc:
+        raise ConfigError(f"metrics need prometheus-client: pip install 'herald[observability]' ({exc})") \
+            from None
+    if metrics is not True and not isinstance(metrics, CollectorRegistry):
+        raise ConfigError(f"metrics must be a prometheus_client CollectorRegistry or True, "
+                          f"got {type(metrics).__name__}")
+    registry = metrics if isinstance(metrics, CollectorRegistry) else None
+
+    async def serve_metrics(request: Request, state: GatewayState) -> Response:
+        body, content_type = exposition(registry)
+        return Response(body, headers={"Content-Type": content_type})
+
+    return serve_metrics
 
 
 def _guarded(route: _Route, state: GatewayState) -> Callable[[Request], Awaitable[Response]]:

@@ -7,7 +7,7 @@ not described here, so the document cannot fall behind the code.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from herald.http.auth import Scope
@@ -138,6 +138,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": _json({"type": "object"}, "Discarded."), **_ERRORS, **_NOT_FOUND,
                       **_UNAVAILABLE},
     },
+    ("GET", "/metrics"): {
+        "operationId": "metrics", "summary": "Prometheus metrics (the text exposition format).",
+        "responses": {"200": {"description": "The metrics.", "content": {"text/plain": {}}},
+                      **_ERRORS},
+    },
     ("GET", "/streams"): {
         "operationId": "listStreams", "summary": "Event-store streams with their versions.",
         "parameters": [_param("prefix", "query", "Only streams starting with this.", {"type": "string"}),
@@ -215,14 +220,17 @@ def openapi_path(path: str) -> str:
 
 
 def document(
-    title: str, version: str, routes: Iterable[tuple[str, str, Scope | None]], secured: bool
+    title: str, version: str, routes: Iterable[tuple[str, str, Scope | None]], secured: bool,
+    more: Mapping[tuple[str, str], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The document for the mounted `routes` (method, path, scope). Raises
-    LookupError on a route without a description here."""
+    """The document for the mounted `routes` (method, path, scope). `more` describes
+    routes of other modules (the dashboard's). Raises LookupError on a route
+    described nowhere."""
     paths: dict[str, dict[str, Any]] = {}
+    operations = {**OPERATIONS, **(more or {})}
     for method, path, scope in routes:
         path = openapi_path(path)
-        described = OPERATIONS.get((method, path))
+        described = operations.get((method, path))
         if described is None:
             raise LookupError(f"route {method} {path} is not described in herald.http.openapi")
         operation = dict(described)

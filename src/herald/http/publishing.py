@@ -8,8 +8,10 @@ CloudEvents partitioning extension) is its key. A batch is one broker call.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -21,6 +23,8 @@ from herald.http.state import GatewayState
 
 KEY_HEADER = "x-message-key"
 MAX_DELAY = 366 * 24 * 3600.0
+TRACE_HEADERS = ("traceparent", "ce-traceparent")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[\x21-\x7e]*)?")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -57,6 +61,10 @@ async def publish(request: Request, state: GatewayState) -> Response:
         request.headers.get("content-type"), request.headers.items(), body, max_batch=state.max_batch
     )
     keys = [_event_key(envelope, key, i, len(envelopes)) for i, envelope in enumerate(envelopes)]
+    traceparent = request_traceparent(request.headers.items())
+    if traceparent is not None:
+        envelopes = [e if e.traceparent else msgspec.structs.replace(e, traceparent=traceparent)
+                     for e in envelopes]
     app = state.app
     if len(envelopes) == 1:
         ids = [await app.publish(topic, envelopes[0], key=keys[0], delay=delay)]
@@ -64,6 +72,28 @@ async def publish(request: Request, state: GatewayState) -> Response:
         by_event = {id(envelope): k for envelope, k in zip(envelopes, keys, strict=True)}
         ids = await app.publish_batch(topic, envelopes, key=lambda e: by_event[id(e)], delay=delay)
     return JSONResponse({"topic": topic, "ids": ids}, status_code=202)
+
+
+def request_traceparent(headers: list[tuple[str, str]]) -> str | None:
+    """The W3C trace context of the request, for events that bring none of their own:
+    the `traceparent` header, else `ce-traceparent` (a structured or batch request
+    carries its events' attributes in the body, so that header is the request's).
+
+    A malformed value, or one given twice, is ignored, as the W3C spec says:
+    a broken trace header must not fail the request.
+    """
+    for name in TRACE_HEADERS:
+        values = [v.strip() for k, v in headers if k.lower() == name]
+        if len(values) != 1:
+            continue
+        match = _TRACEPARENT.fullmatch(values[0])
+        if match is None:
+            continue
+        version, trace_id, parent_id, _, rest = match.groups()
+        if version == "ff" or (version == "00" and rest) or set(trace_id) == {"0"} or set(parent_id) == {"0"}:
+            continue
+        return values[0]
+    return None
 
 
 def _request_key(request: Request, query: dict[str, str]) -> str | None:
