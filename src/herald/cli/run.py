@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from herald.app import App
-from herald.cli._common import BrokerOption, CliError, usage
+from herald.cli._common import ENV_BROKER, BrokerOption, CliError, usage
 from herald.cli._common import run as run_async
 
 log = logging.getLogger("herald.cli")
@@ -113,10 +113,45 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{at}"
 
 
-def demo(broker: BrokerOption = None) -> None:
-    """Run the reference system of examples/ (needs a herald checkout as current directory).
+DemoBrokerOption = Annotated[
+    str | None,
+    typer.Option("--broker", "-b", envvar=ENV_BROKER, metavar="URL", show_default=False,
+                 help="Broker URL: run each service as a process of its own on it. Default: every "
+                 "service in this process on a SQLite broker in a temporary directory."),
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", metavar="URL", show_default=False,
+                 help="PostgreSQL URL for the services' tables (a schema per service, dropped at the "
+                 "end). Default: SQLite files in a temporary directory."),
+]
+CacheOption = Annotated[
+    str | None,
+    typer.Option("--cache", metavar="URL", show_default=False,
+                 help="Redis URL for the services' caches (a key prefix per service, deleted at the "
+                 "end). Default: memory://, each process its own."),
+]
+_DEMO_OPTIONS = {"store_url": "--store", "cache_url": "--cache"}
 
-    Example: herald demo --broker sqlite:///demo.db
+
+def demo(broker: DemoBrokerOption = None, store: StoreOption = None, cache: CacheOption = None) -> None:
+    """Run the reference system of examples/ (from the root of a herald checkout).
+
+    Starts every service, drives a workload under a progress bar (some of it
+    failing on purpose), prints a summary per service, and exits 0 only when
+    every figure agrees with the workload; else 1, saying what disagrees.
+
+    Without --broker: every service in this one process on the embedded
+    default (a SQLite broker and tables in a temporary directory, caches in
+    memory); no servers needed.
+
+    With --broker URL: each service in a process of its own on that broker,
+    its HTTP API on a free port, driven over HTTP. Add --store and --cache
+    to keep tables in PostgreSQL and caches in Redis.
+
+    Example: herald demo --broker kafka://127.0.0.1:9092
+    --store postgresql://herald:herald@127.0.0.1:5432/herald
+    --cache redis://127.0.0.1:6379/0
     """
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -135,10 +170,27 @@ def demo(broker: BrokerOption = None) -> None:
     main = getattr(module, "main", None)
     if not callable(main):
         raise CliError("examples/demo.py has no main(broker_url) function")
-    code = main(broker)
+    code = main(broker, **_demo_options(main, store_url=store, cache_url=cache))
     if inspect.isawaitable(code):
         code = run_async(_await(code))
     raise typer.Exit(int(code or 0))
+
+
+def _demo_options(main: Any, **given: str | None) -> dict[str, str]:
+    """The options main() takes; one it does not take but was given is an error."""
+    try:
+        parameters = inspect.signature(main).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    options = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in parameters:
+            usage(f"{_DEMO_OPTIONS[name]}: examples/demo.py of this checkout takes no {name} "
+                  "(its main(broker_url) runs on a broker only)")
+        options[name] = value
+    return options
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

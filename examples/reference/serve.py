@@ -1,0 +1,116 @@
+"""One part of the reference system as a process of its own (what `herald demo
+--broker URL` starts for each service):
+
+    python -m examples.reference.serve feed [--service feed] --broker kafka://127.0.0.1:9092 \\
+        --store postgresql://.../herald?schema=s --cache redis://127.0.0.1:6379/0 \\
+        --cache-prefix demo:feed: --port-file feed.port --stats-file feed.stats.json
+
+It starts the part's Apps, serves its HTTP API on a free port of 127.0.0.1
+(written to --port-file once it listens; GET /_demo/ready answers 200), and
+on SIGTERM or Ctrl-C stops the Apps gracefully and writes herald's counts per
+App and subscriber to --stats-file as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from . import catalogue
+from .parts import Place, Served
+from .service_process import READY_PATH
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: the demo polls for the file."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def wrap(served: Served, stats_file: Path) -> Starlette:
+    """The part's API with the readiness route, and its Apps' lifecycle."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        started = []
+        try:
+            for app in served.apps:
+                await app.start()
+                started.append(app)
+            yield
+        finally:
+            for app in reversed(started):
+                await app.stop()
+            # Counts survive App.stop: these are final.
+            _write(stats_file, json.dumps({app.name: app.stats() for app in served.apps}))
+
+    async def ready(request: Request) -> JSONResponse:
+        return JSONResponse({"ready": True, "apps": [app.name for app in served.apps]})
+
+    return Starlette(routes=[Route(READY_PATH, ready, methods=["GET"]), Mount("/", app=served.api)],
+                     lifespan=lifespan)
+
+
+async def serve(served: Served, port_file: Path, stats_file: Path) -> int:
+    # IPPROTO_TCP named: asyncio then sets TCP_NODELAY on each connection (with proto 0
+    # it does not, and every answer waits 40 ms for a delayed ACK).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(wrap(served, stats_file), log_level="warning", lifespan="on"))
+
+    async def announce() -> None:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.02)
+        _write(port_file, str(sock.getsockname()[1]))
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        announcer.cancel()
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.reference.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=catalogue.PARTS)
+    parser.add_argument("--service", metavar="NAME", help="which of the part's services (default: the part)")
+    parser.add_argument("--broker", required=True, metavar="URL")
+    parser.add_argument("--store", required=True, metavar="URL", help="the part's tables")
+    parser.add_argument("--cache", default="memory://", metavar="URL")
+    parser.add_argument("--cache-prefix", default="", metavar="PREFIX")
+    parser.add_argument("--port-file", required=True, type=Path)
+    parser.add_argument("--stats-file", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Retries and dead letters are part of the show; the demo's summary lists them.
+    logging.getLogger("herald").setLevel(logging.ERROR)
+    place = Place(args.broker, args.store, args.cache, args.cache_prefix)
+    adapter = catalogue.adapter(args.part)
+    service = args.service or args.part
+    if service not in adapter.PROCESSES:
+        parser.error(f"{args.part} runs as {', '.join(adapter.PROCESSES)}, not {service!r}")
+    served = adapter.served(place, service)
+    return asyncio.run(serve(served, args.port_file, args.stats_file))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
