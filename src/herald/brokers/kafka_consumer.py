@@ -1,0 +1,538 @@
+"""A Kafka consumer-group member behind herald's `Subscription` (used by brokers/kafka.py).
+
+One thread per subscription owns the confluent-kafka `Consumer`: it polls,
+decodes records into deliveries, serves the rebalance callbacks, commits,
+seeks (after a nack) and pauses (for the delay forwarder). The event loop
+only takes deliveries out of a buffer (`fetch`) and settles them (`ack`,
+`nack`); the two sides share a few dicts under one lock, never the client.
+When the buffer is full the thread stops taking records but keeps serving
+rebalances (back-pressure without pausing: a paused partition makes
+librdkafka drop its prefetched records and fetch them again, 10x slower).
+
+Commits: each partition's `PartitionTracker` (brokers/_log.py) knows the
+highest offset below which every handed-out record was acknowledged; only
+that position is committed (Kafka's "next offset to read" is that plus one),
+so concurrent handling never commits past an unhandled record.
+
+Rebalances (cooperative-sticky): on revoke, wait a bounded time for the
+revoked partitions' records in flight, commit what is contiguous, forget
+their trackers and buffered records; acknowledgements that arrive later
+are ignored (the new owner redelivers). On assign, the client starts from
+the committed offset (or the oldest record for a new group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+
+from herald.brokers.base import Delivery, Subscription
+from herald.brokers.kafka_records import KafkaDelivery, Tracker, decode_headers
+from herald.errors import BrokerError
+
+log = logging.getLogger("herald.kafka")
+
+Key = tuple[str, int]  # (full topic name, partition)
+
+
+class _Part:
+    """One assigned partition, as this member sees it."""
+
+    __slots__ = ("ack_to", "applied_pause", "revoking", "rewind", "sent", "tracker")
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None  # None: nothing buffered since (re)start
+        self.ack_to: int | None = None  # next offset to commit (contiguous acks + 1)
+        self.sent: int | None = None  # what was last committed
+        self.rewind: int | None = None  # seek here (after a nack); records are dropped until then
+        self.revoking = False
+        self.applied_pause = False
+
+
+class KafkaSubscription(Subscription):
+    """A member of a Kafka consumer group; see the module docstring."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: list[str],
+        strip: Callable[[str], str],
+        *,
+        commit_interval: float,
+        revoke_timeout: float,
+        buffer_max: int = 2000,
+        wait_on_revoke: bool = True,
+        on_revoke: Callable[[list[Key]], None] | None = None,
+        name: str = "herald-kafka",
+    ) -> None:
+        self._config = config
+        self._topics = list(dict.fromkeys(topics))
+        self._strip = strip
+        self._commit_interval = commit_interval
+        self._revoke_timeout = revoke_timeout
+        self._buffer_max = buffer_max
+        self._wait_on_revoke = wait_on_revoke
+        self._on_revoke_hook = on_revoke
+        self._name = name
+        # The hot paths take the plain lock (`with` on a Condition is a Python call);
+        # waits and notifications go through the condition on the same lock.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._parts: dict[Key, _Part] = {}
+        # Acknowledgements not yet applied to their trackers: the event loop only
+        # appends (no lock per record); the poller applies them in bulk before it
+        # commits, and a nack or a revoke applies them first.
+        self._acks: deque[KafkaDelivery] = deque()
+        self._revoke_waiting = False
+        self._short: dict[str, str] = {}  # full topic name -> herald's
+        # Records taken from the client (decoded on the poller thread, off the event
+        # loop), not yet handed out.
+        self._buffer: deque[KafkaDelivery] = deque()
+        self._user_paused: set[Key] = set()
+        self._pause_changed = False
+        self._closing = False
+        self._closed = False
+        self._failed: BaseException | None = None
+        self._waiting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._data = asyncio.Event()
+        self._joined: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self._last_warning = 0.0
+        self._held_since: float | None = None
+
+    # -- event-loop side ------------------------------------------------------
+    async def start(self, join_timeout: float) -> None:
+        """Start polling; return once the group gave this member its first
+        assignment (possibly empty), or after `join_timeout` seconds."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._joined = loop.create_future()
+        self._done = loop.create_future()
+        config = dict(self._config)
+        config["on_commit"] = self._on_commit
+        try:
+            self._consumer = Consumer(config)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot create a Kafka consumer: {exc}") from exc
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        if join_timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(join_timeout):
+                await asyncio.shield(self._joined)
+        if self._failed is not None:
+            raise BrokerError(f"Kafka consumer failed: {self._failed}") from self._failed
+        if not self._joined.done():
+            log.info("%s: not in the group after %.0fs; it keeps trying", self._name, join_timeout)
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._failed is not None:
+                raise BrokerError(f"Kafka consumer failed: {self._failed}")
+            with self._lock:
+                full = len(self._buffer) >= self._buffer_max
+                taken = self._take(max_messages)
+                if not taken:
+                    self._data.clear()
+                    self._waiting = True
+                elif full:
+                    self._cond.notify_all()  # the poller waits for room
+            if taken or self._closed:
+                return taken
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._data.wait()
+            except TimeoutError:
+                return []
+            finally:
+                self._waiting = False
+
+    def _take(self, limit: int) -> list[Delivery]:
+        """Up to `limit` buffered records (under the lock). They are on their
+        trackers already, and the buffer holds no record of a partition that is
+        revoked or being re-read (_accept, _settle and _on_revoke see to it)."""
+        buffer = self._buffer
+        popleft = buffer.popleft
+        return [popleft() for _ in range(min(limit, len(buffer)))]
+
+    def _settle(self, delivery: Delivery, handled: bool) -> None:
+        """Ack or nack; no I/O (the poller commits). Only the tracker the record was
+        handed out under counts: after a nack or a rebalance it is gone."""
+        if handled and not self._revoke_waiting:
+            self._acks.append(delivery)  # type: ignore[arg-type]  # applied in bulk by the poller
+            return
+        assert isinstance(delivery, KafkaDelivery)
+        tracker = delivery.tracker
+        with self._lock:
+            self._apply_acks()
+            if tracker is None or (part := tracker.part).tracker is not tracker:
+                return
+            if handled:
+                if tracker.ack(delivery.offset):
+                    part.ack_to = tracker.committed + 1
+            else:
+                # Re-read from the first unacknowledged record; later records of the
+                # partition come again too, so a key's order holds.
+                part.tracker = None
+                part.rewind = tracker.committed + 1
+                self._drop_buffered({(delivery.full_topic, delivery.partition)})
+            if part.revoking and tracker.in_flight == 0:
+                self._cond.notify_all()  # _on_revoke waits for this
+
+    def _apply_acks(self) -> None:
+        """Apply the queued acknowledgements to their trackers (caller holds the lock)."""
+        acks = self._acks
+        popleft = acks.popleft
+        for _ in range(len(acks)):  # the loop may append meanwhile: those wait a round
+            d = popleft()
+            tracker = d.tracker
+            if tracker is not None and (part := tracker.part).tracker is tracker and tracker.ack(d.offset):
+                part.ack_to = tracker.committed + 1
+
+    def committed(self) -> dict[Key, int]:
+        """The offsets last committed for the partitions held now."""
+        with self._lock:
+            return {key: part.sent for key, part in self._parts.items() if part.sent is not None}
+
+    def pause(self, key: Key) -> None:
+        """Stop fetching one partition (the delay forwarder waits on its head record)."""
+        with self._lock:
+            if key not in self._user_paused:
+                self._user_paused.add(key)
+                self._pause_changed = True
+
+    def resume(self, key: Key) -> None:
+        with self._lock:
+            if key in self._user_paused:
+                self._user_paused.discard(key)
+                self._pause_changed = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._closing = True
+            self._cond.notify_all()
+        self._data.set()
+        if self._done is not None and self._thread is not None and self._thread.is_alive():
+            try:
+                async with asyncio.timeout(15):
+                    await asyncio.shield(self._done)
+            except TimeoutError:
+                log.warning("%s: the Kafka consumer did not close within 15s; leaving it", self._name)
+
+    # -- poller thread ----------------------------------------------------------
+    def _wake_loop(self) -> None:
+        if self._loop is not None and self._waiting:
+            with contextlib.suppress(RuntimeError):  # loop closed
+                self._loop.call_soon_threadsafe(self._data.set)
+
+    def _resolve(self, future: asyncio.Future[None] | None) -> None:
+        def set_done() -> None:
+            if future is not None and not future.done():
+                future.set_result(None)
+
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(set_done)
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            consumer.subscribe(
+                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            next_commit = time.monotonic() + self._commit_interval
+            while not self._closing:
+                self._apply_requests(consumer)
+                if self._full():
+                    # Back-pressure: take no more records until fetch() makes room, but
+                    # keep serving rebalances and commits. (Pausing the partitions
+                    # instead makes librdkafka drop and fetch its queue again: 10x slower.)
+                    m = consumer.poll(0) if self._hold_expired() else None
+                    if m is not None:
+                        self._accept([m])
+                else:
+                    m = consumer.poll(0.05)
+                    if m is not None:  # (a Message with an empty value is falsy)
+                        self._accept([m, *consumer.consume(499, 0)])
+                now = time.monotonic()
+                if now >= next_commit:
+                    self._commit(consumer, asynchronous=True)
+                    next_commit = now + self._commit_interval
+            self._commit(consumer, asynchronous=False)
+        except BaseException as exc:  # report it to fetch(); never die silently
+            log.exception("%s: Kafka consumer thread failed", self._name)
+            self._failed = exc
+            with self._lock:
+                self._closing = True
+        finally:
+            try:
+                consumer.close()  # leaves the group: on_revoke commits what is contiguous
+            except Exception as exc:
+                log.warning("%s: closing the Kafka consumer: %s", self._name, exc)
+            self._resolve(self._joined)
+            self._resolve(self._done)
+            self._wake_loop()
+
+    def _full(self) -> bool:
+        """Whether the buffer is full; if so, wait (briefly) for fetch() to make room."""
+        with self._lock:
+            if len(self._buffer) < self._buffer_max or self._closing:
+                self._held_since = None
+                return False
+            self._cond.wait(0.05)
+            return len(self._buffer) >= self._buffer_max
+
+    def _hold_expired(self) -> bool:
+        """While full, poll once a second anyway: rebalance callbacks come through
+        poll(), and a member that never polls is thrown out of the group."""
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since >= 1.0:
+            self._held_since = now
+            return True
+        return False
+
+    def _accept(self, batch: Iterable[KafkaMessage]) -> None:
+        """Records to deliveries (here, off the event loop), put on their partition's
+        tracker and in the buffer. Records of a partition that is revoked or being
+        re-read are dropped. The hottest loop of a consumer: hence the locals."""
+        made: list[KafkaDelivery] = []
+        short, settle, strip = self._short, self._settle, self._strip
+        for m in batch:
+            err = m.error()
+            if err is not None:
+                self._log_error(err)
+                continue
+            topic = m.topic()
+            partition = m.partition()
+            offset = m.offset()
+            assert topic is not None and partition is not None and offset is not None
+            name = short.get(topic)
+            if name is None:
+                name = short[topic] = strip(topic)
+            raw_key = m.key()
+            kind, millis = m.timestamp()
+            raw: Any = m.headers()  # [(name, bytes or None)], or None
+            if raw:
+                try:
+                    headers = {k: v.decode() for k, v in raw}
+                except (AttributeError, UnicodeDecodeError):  # a null value, or not UTF-8
+                    headers = decode_headers(raw)
+            else:
+                headers = {}
+            made.append(KafkaDelivery(
+                name, topic, partition, offset,
+                None if raw_key is None else raw_key.decode("utf-8", "replace"), headers,
+                m.value() or b"", millis / 1000 if kind and millis > 0 else time.time(), settle,
+            ))
+        if not made:
+            return
+        with self._lock:
+            parts, append = self._parts, self._buffer.append
+            topic, partition = "", -1
+            tracker: Tracker | None = None
+            for d in made:  # a batch comes in runs of one partition: look it up once a run
+                if d.partition != partition or d.full_topic != topic:
+                    topic, partition = d.full_topic, d.partition
+                    part = parts.get((topic, partition))
+                    if part is None or part.revoking or part.rewind is not None:
+                        tracker = None
+                    elif (tracker := part.tracker) is None:
+                        tracker = part.tracker = Tracker(d.offset - 1, part)
+                if tracker is not None:
+                    tracker.order.append(d.offset)
+                    d.tracker = tracker
+                    append(d)
+        self._wake_loop()
+
+    def _log_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise KafkaException(err)
+        now = time.monotonic()
+        if now - self._last_warning > 10:  # e.g. once per broker outage, not per retry
+            self._last_warning = now
+            log.warning("%s: %s", self._name, err.str())
+
+    def _apply_requests(self, consumer: Consumer) -> None:
+        """Seeks after nacks, and the pauses asked for (by the delay forwarder)."""
+        with self._lock:
+            seeks = [(key, part.rewind) for key, part in self._parts.items() if part.rewind is not None]
+            to_pause: list[Key] = []
+            to_resume: list[Key] = []
+            if self._pause_changed:
+                self._pause_changed = False
+                for key, part in self._parts.items():
+                    want = key in self._user_paused
+                    if want != part.applied_pause:
+                        (to_pause if want else to_resume).append(key)
+                        part.applied_pause = want
+        for key, offset in seeks:
+            assert offset is not None
+            self._seek(consumer, key, offset)
+        try:
+            if to_pause:
+                consumer.pause([TopicPartition(t, p) for t, p in to_pause])
+            if to_resume:
+                consumer.resume([TopicPartition(t, p) for t, p in to_resume])
+        except KafkaException as exc:  # a partition left meanwhile: the next round fixes it
+            log.debug("%s: pause/resume: %s", self._name, exc)
+            with self._lock:
+                self._pause_changed = True
+                for key in [*to_pause, *to_resume]:
+                    if key in self._parts:
+                        self._parts[key].applied_pause = not self._parts[key].applied_pause
+
+    def _seek(self, consumer: Consumer, key: Key, offset: int) -> None:
+        reassigned = False
+        try:
+            consumer.seek(TopicPartition(key[0], key[1], offset))
+        except KafkaException as exc:
+            # Not fetching yet (just assigned): restart the partition at the offset.
+            log.debug("%s: seek %s to %d: %s; reassigning", self._name, key, offset, exc)
+            try:
+                consumer.incremental_unassign([TopicPartition(key[0], key[1])])
+                consumer.incremental_assign([TopicPartition(key[0], key[1], offset)])
+                reassigned = True
+            except KafkaException as again:
+                log.debug("%s: reassign %s: %s; retrying", self._name, key, again)
+                return
+        with self._lock:
+            part = self._parts.get(key)
+            if part is not None and part.rewind == offset:
+                part.rewind = None
+                if reassigned:  # a new assignment starts unpaused
+                    part.applied_pause = False
+                    self._pause_changed = True
+
+    def _commit(self, consumer: Consumer, *, asynchronous: bool, keys: Iterable[Key] | None = None) -> None:
+        with self._lock:
+            self._apply_acks()
+            chosen = self._parts.keys() if keys is None else [k for k in keys if k in self._parts]
+            offsets = []
+            for key in chosen:
+                part = self._parts[key]
+                if part.ack_to is not None and part.ack_to != part.sent:
+                    offsets.append(TopicPartition(key[0], key[1], part.ack_to))
+                    part.sent = part.ack_to
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("%s: commit failed (%s); it is retried", self._name, exc)
+            self._forget_sent(offsets)
+
+    def _forget_sent(self, offsets: Iterable[TopicPartition]) -> None:
+        """A commit that failed is sent again at the next round."""
+        with self._lock:
+            for tp in offsets:
+                part = self._parts.get((tp.topic, tp.partition))
+                if part is not None and part.sent == tp.offset:
+                    part.sent = None
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        failed = [tp for tp in partitions if err is not None or tp.error is not None]
+        if failed:
+            log.info("%s: commit of %d partition(s) failed (%s); retrying",
+                     self._name, len(failed), err or failed[0].error)
+            self._forget_sent(failed)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._parts[(tp.topic, tp.partition)] = _Part()
+            self._pause_changed = True
+        consumer.incremental_assign(partitions)
+        self._resolve(self._joined)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        with self._lock:
+            for key in keys:
+                if key in self._parts:
+                    self._parts[key].revoking = True
+            self._drop_buffered(set(keys))
+            # Let the records in flight finish (bounded), so the next owner starts
+            # after them: fewer duplicates, and a key is not handled twice at once.
+            # Meanwhile acks take the slow path, which wakes this wait.
+            self._revoke_waiting = True
+            try:
+                deadline = time.monotonic() + self._revoke_timeout
+                while self._wait_on_revoke and not self._closing:
+                    self._apply_acks()
+                    busy = any(
+                        (part := self._parts.get(k)) is not None and part.tracker is not None
+                        and part.tracker.in_flight > 0
+                        for k in keys
+                    )
+                    remaining = deadline - time.monotonic()
+                    if not busy or remaining <= 0:
+                        break
+                    self._cond.wait(min(remaining, 0.05))
+            finally:
+                self._revoke_waiting = False
+        self._commit(consumer, asynchronous=False, keys=keys)
+        self._forget(keys)
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us (session timed out): committing now could
+        # overwrite the new owner's position, so nothing is committed.
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        log.warning("%s: lost %d partition(s) (session timed out); they are redelivered",
+                    self._name, len(keys))
+        self._forget(keys)
+        consumer.incremental_unassign(partitions)
+
+    def _forget(self, keys: list[Key]) -> None:
+        with self._lock:
+            for key in keys:
+                self._parts.pop(key, None)
+            self._drop_buffered(set(keys))
+        if self._on_revoke_hook is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._on_revoke_hook, keys)
+
+    def _drop_buffered(self, keys: set[Key]) -> None:
+        """Forget buffered records of these partitions, also on their trackers
+        (caller holds the lock)."""
+        if not self._buffer or not keys:
+            return
+        kept: deque[KafkaDelivery] = deque()
+        first: dict[Tracker, int] = {}  # the lowest offset dropped, per tracker
+        for d in self._buffer:
+            if (d.full_topic, d.partition) not in keys:
+                kept.append(d)
+            elif d.tracker is not None and d.tracker not in first:
+                first[d.tracker] = d.offset
+        for tracker, offset in first.items():
+            tracker.drop_from(offset)
+        self._buffer = kept
