@@ -12,6 +12,10 @@ Cases (all run by default, in one process, one after another):
                 each, a reader thread selecting by id in batches and committing an offset row
     steady      herald on sqlite, app.publish of single events at a steady rate (default 1,000/s)
     raw-steady  floor for it: plain sqlite3, one autocommitted INSERT per event at the same rate
+    store-sqlite, store-postgres
+                the event store (append, read_stream, read_all) beside a raw sqlite3/asyncpg
+                floor and the eventsourcing library: benchmarks/stores/ (store-postgres runs
+                by default only when PostgreSQL answers)
 
 Each event is a herald Event whose JSON is ~256 bytes and carries `sent`, the
 time.perf_counter() at which it was published; latency = handled time - sent.
@@ -58,10 +62,12 @@ PAYLOAD_BYTES = 256
 BROKER_CASES = tuple(
     p.stem for p in sorted((Path(__file__).parent / "brokers").glob("[!_]*.py"))
 )  # herald, the raw client and FastStream on a real broker: benchmarks/brokers/<name>.py
+# The event store beside a raw floor and `eventsourcing`: benchmarks/stores/<name>.py
+STORE_CASES = ("store-sqlite", "store-postgres")
 ALL_CASES = ("memory", "raw-memory", "sqlite", "raw-sqlite", "steady", "raw-steady", "codecs",
-             *BROKER_CASES)
+             *BROKER_CASES, *STORE_CASES)
 # Cases measured by a module of their own, recorded as they come (not Result rows).
-SIDE_CASES = ("codecs", *BROKER_CASES)
+SIDE_CASES = ("codecs", *BROKER_CASES, *STORE_CASES)
 
 
 class BenchEvent(Event, type="herald.bench.payload", version=1):
@@ -730,8 +736,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="FILE", help="write the results as a JSON list")
     parser.add_argument("--events", type=int, help="events per throughput case (default 50000)")
-    parser.add_argument("--cases", default=",".join(ALL_CASES),
-                        help=f"comma-separated, from {', '.join(ALL_CASES)} (default: all)")
+    parser.add_argument("--cases", default=None,
+                        help=f"comma-separated, from {', '.join(ALL_CASES)} (default: all; "
+                             "store-postgres only when PostgreSQL answers)")
+    parser.add_argument("--store-events", type=int,
+                        help="store cases: events per system and phase (default 10000)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3000 events, 1 s steady cases, no repeats")
     parser.add_argument("--chunk", type=int, default=500, help="events per publish_batch (500)")
@@ -754,7 +763,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.duration = args.duration or (1.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (500 if args.quick else 2000)
     args.plain = args.plain or not sys.stdout.isatty()
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    args.store_events = args.store_events or (2000 if args.quick else 10_000)
+    if args.cases is None:
+        names = list(ALL_CASES)
+        for store in STORE_CASES:
+            missing = _store_missing(store)
+            if missing:
+                names.remove(store)
+                print(f"{store} left out: {missing}")
+    else:
+        names = [c.strip() for c in args.cases.split(",") if c.strip()]
     if not names:
         parser.error("--cases names no case")
     unknown = [c for c in names if c not in ALL_CASES]
@@ -763,6 +781,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.case_names = names
     if args.chunk < 1 or args.window < args.chunk or args.events < 1 or args.rate <= 0:
         parser.error("need --chunk >= 1, --window >= --chunk, --events >= 1, --rate > 0")
+    if args.store_events < 20:
+        parser.error("need --store-events >= 20 (one stream of 20 events)")
     return args
 
 
@@ -850,6 +870,98 @@ def run_broker(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return records
 
 
+def _store_missing(name: str) -> str:
+    """Why a store case cannot run here ("" if it can): the default run
+    leaves it out then, instead of failing halfway."""
+    import importlib.util
+
+    needs = ["eventsourcing"] + (["asyncpg", "psycopg"] if name == "store-postgres" else [])
+    absent = [n for n in needs if importlib.util.find_spec(n) is None]
+    if absent:
+        return f"{', '.join(absent)} not installed (pip install 'eventsourcing[postgres]' asyncpg)"
+    if name == "store-postgres":
+        from stores.postgres import answers  # beside this script, so on sys.path
+
+        if not asyncio.run(answers()):
+            return "PostgreSQL does not answer (bash scripts/services.sh up postgresql)"
+    return ""
+
+
+STORE_TARGETS = {"raw": 0.5, "eventsourcing": 1.5}  # herald's events/s over theirs, at least
+
+
+def run_store(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """benchmarks/stores/<sqlite|postgres>.py, --repeat times. Kept per
+    (system, case): the median run's record, every run's events/s, and
+    herald's ratios to raw and eventsourcing, each the median of the ratios
+    within one run (so machine drift between runs does not enter them)."""
+    import importlib
+    import statistics
+
+    module = importlib.import_module(f"stores.{name.removeprefix('store-')}")
+    runs: list[list[dict[str, Any]]] = []
+    for n in range(max(args.repeat, 1)):
+        if not args.plain:
+            print(f"{name}: run {n + 1} of {max(args.repeat, 1)}", flush=True)
+        runs.append(asyncio.run(module.cases(args.store_events)))
+    keyed: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        for r in run:
+            keyed.setdefault((r["case"], r["system"]), []).append(r)
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        by = {(r["case"], r["system"]): r for r in run}
+        for (case, system), r in by.items():
+            if system == "herald":
+                continue
+            herald = by.get((case, "herald"))
+            if herald and r["events_per_s"]:
+                ratios.setdefault((case, system), []).append(herald["events_per_s"] / r["events_per_s"])
+    records = []
+    for (case, system), rs in keyed.items():
+        rs.sort(key=lambda r: r["events_per_s"])
+        chosen = dict(rs[len(rs) // 2])
+        chosen["runs_events_per_s"] = [r["events_per_s"] for r in rs]
+        if system == "herald":
+            for other in STORE_TARGETS:
+                if (case, other) in ratios:
+                    chosen[f"vs_{other}"] = round(statistics.median(ratios[(case, other)]), 3)
+        records.append(chosen)
+    cases, systems = (["append-1", "append-10", "read_stream", "read_all"],
+                       ["herald", "raw", "raw-thread", "eventsourcing"])
+    records.sort(key=lambda r: (cases.index(r["case"]) if r["case"] in cases else 99,
+                                systems.index(r["system"]) if r["system"] in systems else 99))
+    print_store_table(name, records, args)
+    return records
+
+
+def print_store_table(name: str, records: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    store = name.removeprefix("store-")
+    print()
+    print(f"{store} event store: {args.store_events:,} events per system and phase, "
+          f"20 per stream, median of {max(args.repeat, 1)} run(s); load {os.getloadavg()[0]:.2f}")
+    header = ["case", "system", "events/s", "p50 ms", "p99 ms", "herald/raw", "herald/es",
+              "target (>= 0.5x raw, >= 1.5x es)"]
+    rows = []
+    for r in records:
+        vs_raw, vs_es = r.get("vs_raw"), r.get("vs_eventsourcing")
+        verdict = ""
+        if r["system"] == "herald" and vs_raw is not None and vs_es is not None:
+            verdict = (f"raw {'PASS' if vs_raw >= STORE_TARGETS['raw'] else 'FAIL'}, "
+                       f"es {'PASS' if vs_es >= STORE_TARGETS['eventsourcing'] else 'FAIL'}")
+        rows.append([r["case"], r["system"], f"{r['events_per_s']:,.0f}", f"{r['p50_ms']:.3f}",
+                     f"{r['p99_ms']:.3f}", "" if vs_raw is None else f"{vs_raw:.2f}x",
+                     "" if vs_es is None else f"{vs_es:.2f}x", verdict])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.ljust(w) if i < 2 or i == 7 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    print("herald/raw, herald/es: herald's events/s over the other's, median of the runs' ratios; "
+          "append-N: N events per append.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
@@ -872,6 +984,9 @@ def main(argv: list[str] | None = None) -> int:
     for broker in BROKER_CASES:
         if broker in args.case_names:
             side += run_broker(broker, args)
+    for store in STORE_CASES:
+        if store in args.case_names:
+            side += run_store(store, args)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,8 +40,9 @@ from herald.store.base import (
     StoreTransaction,
     StreamInfo,
 )
+from herald.store.postgres_conn import CONNECTION_ERRORS, KeptConnection
 from herald.store.postgres_schema import DDL_LOCK, channel, check_schema, ddl
-from herald.store.postgres_tx import PostgresTransaction, append_on
+from herald.store.postgres_tx import AppendSql, PostgresTransaction, append_on
 
 try:
     import asyncpg  # asyncpg ships no type hints
@@ -52,14 +53,7 @@ __all__ = ["PostgresEventStore", "PostgresTransaction", "describe_dsn"]
 
 _COLUMNS = "stream, version, position, attributes, data, metadata, recorded_at, event_id"
 _START = "bash scripts/services.sh up postgresql"
-# What a broken or unreachable server raises.
-_CONNECTION_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-)
+_CONNECTION_ERRORS = CONNECTION_ERRORS
 
 
 def describe_dsn(dsn: str) -> str:
@@ -109,7 +103,8 @@ class PostgresEventStore(EventStore):
         self._channel = channel(self.schema)
         self._table = f'"{self.schema}".herald_events'
         self._streams = f'"{self.schema}".herald_streams'
-        self._append_sql = f'SELECT * FROM "{self.schema}".herald_append($1, $2, $3, $4, $5, $6, $7, $8)'
+        self._append_sql = AppendSql.of(self.schema)
+        self._kept = KeptConnection(max_pool)  # for appends and reads: see postgres_conn.py
         self._connecting = asyncio.Lock()
         self._listen_lock = asyncio.Lock()
         self.signal = DataSignal()
@@ -150,6 +145,7 @@ class PostgresEventStore(EventStore):
         pool, listener = self._pool, self._listener
         self._pool = self._listener = None
         self._listening = False
+        await self._kept.close()
         if listener is not None:
             with contextlib.suppress(*_CONNECTION_ERRORS):
                 await listener.close(timeout=2)
@@ -234,10 +230,14 @@ class PostgresEventStore(EventStore):
         meta = check_metadata(metadata)
         refuse_nested_append(self)
         with self._errors("append to"):
-            async with self._require().acquire() as conn:
+            async with self._connection() as conn:
                 version = await append_on(conn, self._append_sql, self._table, stream, events, expected, meta)
         self.signal.notify()
         return version
+
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """For one statement at a time outside transactions."""
+        return self._kept.borrow(self._require())
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
@@ -338,7 +338,7 @@ class PostgresEventStore(EventStore):
             raise ConfigError(f"prefix must be a string, got {prefix!r}")
         check_read("limit", limit, 0)
         with self._errors("read from"):
-            async with self._require().acquire() as conn:
+            async with self._connection() as conn:
                 rows = await conn.fetch(
                     f"SELECT stream, version, created_at, updated_at FROM {self._streams}"
                     " WHERE starts_with(stream, $1) ORDER BY stream COLLATE \"C\" LIMIT $2",
@@ -348,13 +348,13 @@ class PostgresEventStore(EventStore):
 
     async def last_position(self) -> int:
         with self._errors("read from"):
-            async with self._require().acquire() as conn:
+            async with self._connection() as conn:
                 value = await conn.fetchval(f"SELECT COALESCE(MAX(position), 0) FROM {self._table}")
         return int(value)
 
     async def stats(self) -> StoreStats:
         with self._errors("read from"):
-            async with self._require().acquire() as conn:
+            async with self._connection() as conn:
                 streams = await conn.fetchval(f"SELECT COUNT(*) FROM {self._streams}")
                 types = await conn.fetch(
                     f"SELECT type, COUNT(*) AS n FROM {self._table} GROUP BY type ORDER BY n DESC, type"
@@ -365,7 +365,7 @@ class PostgresEventStore(EventStore):
 
     async def _query(self, sql: str, *params: Any) -> list[StoredEvent]:
         with self._errors("read from"):
-            async with self._require().acquire() as conn:
+            async with self._connection() as conn:
                 rows = await conn.fetch(sql, *params)
         return [stored_event(*row) for row in rows]
 

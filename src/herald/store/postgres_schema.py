@@ -55,6 +55,72 @@ def channel(schema: str) -> str:
     return f"herald_events_{schema}"[:63]
 
 
+def _append_function(schema: str, *, many: bool) -> str:
+    """`herald_append` (arrays, any number of events) or `herald_append_one`
+    (scalars: one event, the usual application save, without the array
+    encoding on both ends). The same steps in the same order; only the
+    argument types and the INSERT differ."""
+    s = f'"{schema}"'
+    if many:
+        name, arg, count = "herald_append", "[]", "cardinality(p_ids)"
+        duplicate = "e.event_id = ANY (p_ids)"
+        insert = f"""WITH added AS (
+        INSERT INTO {s}.herald_events
+            (stream, version, event_id, type, attributes, data, metadata, recorded_at)
+        SELECT p_stream, cur + i, p_ids[i], p_types[i], p_attributes[i], p_data[i],
+               p_metadata, p_now
+        FROM generate_subscripts(p_ids, 1) AS i ORDER BY i
+        RETURNING herald_events.position
+    )
+    SELECT max(added.position) INTO last_position FROM added;"""
+    else:
+        name, arg, count = "herald_append_one", "", "1"
+        duplicate = "e.event_id = p_ids"
+        insert = f"""INSERT INTO {s}.herald_events
+        (stream, version, event_id, type, attributes, data, metadata, recorded_at)
+    VALUES (p_stream, cur + 1, p_ids, p_types, p_attributes, p_data, p_metadata, p_now)
+    RETURNING herald_events.position INTO last_position;"""
+    return f"""
+CREATE OR REPLACE FUNCTION {s}.{name}(
+    p_stream TEXT, p_expected BIGINT, p_ids TEXT{arg}, p_types TEXT{arg}, p_attributes BYTEA{arg},
+    p_data BYTEA{arg}, p_metadata BYTEA, p_now TIMESTAMPTZ,
+    OUT status TEXT, OUT version BIGINT, OUT last_position BIGINT)
+LANGUAGE plpgsql
+-- a plan cached while the tables were small (a sequential scan) would be kept
+-- by the session as they grow: its lookups are by unique index, always
+SET enable_seqscan = off
+AS $fn$
+DECLARE
+    cur BIGINT;
+BEGIN
+    -- held until the transaction ends: see the module's docstring
+    PERFORM pg_advisory_xact_lock({append_lock_key(schema)});
+    SELECT h.version INTO cur FROM {s}.herald_streams h WHERE h.stream = p_stream;
+    cur := COALESCE(cur, 0);
+    version := cur;
+    IF EXISTS (SELECT 1 FROM {s}.herald_events e WHERE {duplicate}) THEN
+        status := 'recorded';  -- maybe an idempotent retry: the caller decides
+        RETURN;
+    END IF;
+    IF NOT {EXPECTED_SQL} THEN
+        status := 'conflict';
+        RETURN;
+    END IF;
+    {insert}
+    version := cur + {count};
+    INSERT INTO {s}.herald_streams AS h (stream, version, created_at, updated_at)
+    VALUES (p_stream, version, p_now, p_now)
+    ON CONFLICT (stream) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at;
+    -- a constant payload: PostgreSQL folds equal notifications of one
+    -- transaction into one, so a transaction of many appends wakes
+    -- listeners once (they read from their position; the payload is unused)
+    PERFORM pg_notify('{channel(schema)}', '');
+    status := 'ok';
+END
+$fn$;
+"""
+
+
 def ddl(schema: str) -> str:
     s = f'"{schema}"'
     return f"""
@@ -79,46 +145,5 @@ CREATE TABLE IF NOT EXISTS {s}.herald_streams (
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
-CREATE OR REPLACE FUNCTION {s}.herald_append(
-    p_stream TEXT, p_expected BIGINT, p_ids TEXT[], p_types TEXT[], p_attributes BYTEA[],
-    p_data BYTEA[], p_metadata BYTEA, p_now TIMESTAMPTZ,
-    OUT status TEXT, OUT version BIGINT, OUT last_position BIGINT)
-LANGUAGE plpgsql
--- a plan cached while the tables were small (a sequential scan) would be kept
--- by the session as they grow: its lookups are by unique index, always
-SET enable_seqscan = off
-AS $fn$
-DECLARE
-    cur BIGINT;
-BEGIN
-    -- held until the transaction ends: see the module's docstring
-    PERFORM pg_advisory_xact_lock({append_lock_key(schema)});
-    SELECT h.version INTO cur FROM {s}.herald_streams h WHERE h.stream = p_stream;
-    cur := COALESCE(cur, 0);
-    version := cur;
-    IF EXISTS (SELECT 1 FROM {s}.herald_events e WHERE e.event_id = ANY (p_ids)) THEN
-        status := 'recorded';  -- maybe an idempotent retry: the caller decides
-        RETURN;
-    END IF;
-    IF NOT {EXPECTED_SQL} THEN
-        status := 'conflict';
-        RETURN;
-    END IF;
-    WITH added AS (
-        INSERT INTO {s}.herald_events
-            (stream, version, event_id, type, attributes, data, metadata, recorded_at)
-        SELECT p_stream, cur + i, p_ids[i], p_types[i], p_attributes[i], p_data[i],
-               p_metadata, p_now
-        FROM generate_subscripts(p_ids, 1) AS i ORDER BY i
-        RETURNING herald_events.position
-    )
-    SELECT max(added.position) INTO last_position FROM added;
-    version := cur + cardinality(p_ids);
-    INSERT INTO {s}.herald_streams AS h (stream, version, created_at, updated_at)
-    VALUES (p_stream, version, p_now, p_now)
-    ON CONFLICT (stream) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at;
-    PERFORM pg_notify('{channel(schema)}', last_position::TEXT);
-    status := 'ok';
-END
-$fn$;
-"""
+{_append_function(schema, many=True)}
+{_append_function(schema, many=False)}"""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from herald.event import Envelope
 from herald.store._common import check_append, check_metadata, encode, idempotent
@@ -20,10 +20,24 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ConfigError("the PostgreSQL event store needs asyncpg: pip install 'herald[postgres]'") from exc
 
 
+class AppendSql(NamedTuple):
+    """The calls of herald_append_one (one event: scalar arguments) and of
+    herald_append (arrays), schema-qualified once per store."""
+
+    one: str
+    many: str
+
+    @classmethod
+    def of(cls, schema: str) -> AppendSql:
+        args = "($1, $2, $3, $4, $5, $6, $7, $8)"
+        return cls(f'SELECT * FROM "{schema}".herald_append_one{args}',
+                   f'SELECT * FROM "{schema}".herald_append{args}')
+
+
 class PostgresTransaction(StoreTransaction):
     """A transaction on one pooled connection (see StoreTransaction)."""
 
-    def __init__(self, conn: asyncpg.Connection, append_sql: str, table: str) -> None:
+    def __init__(self, conn: asyncpg.Connection, append_sql: AppendSql, table: str) -> None:
         self._conn = conn
         self._append_sql = append_sql
         self._table = table
@@ -67,27 +81,36 @@ class PostgresTransaction(StoreTransaction):
 
 async def append_on(
     conn: asyncpg.Connection,
-    append_sql: str,
+    append_sql: AppendSql,
     table: str,
     stream: str,
     events: Sequence[Envelope],
     expected: Expected,
     metadata: dict[str, str],
 ) -> int:
-    """One call of herald_append; conflicts come back as a status, not an SQL
-    error, so an enclosing transaction stays usable."""
-    ids = [e.id for e in events]
-    status, version, _ = await conn.fetchrow(
-        append_sql,
-        stream,
-        int(expected),
-        ids,
-        [e.type for e in events],
-        [encode(e.to_headers()) for e in events],
-        [e.data for e in events],
-        encode(metadata),
-        datetime.fromtimestamp(time.time(), UTC),
-    )
+    """One call of herald_append(_one); conflicts come back as a status, not
+    an SQL error, so an enclosing transaction stays usable."""
+    now = datetime.fromtimestamp(time.time(), UTC)
+    if len(events) == 1:
+        event = events[0]
+        ids: list[str] = [event.id]
+        status, version, _ = await conn.fetchrow(
+            append_sql.one, stream, int(expected), event.id, event.type,
+            encode(event.to_headers()), event.data, encode(metadata), now,
+        )
+    else:
+        ids = [e.id for e in events]
+        status, version, _ = await conn.fetchrow(
+            append_sql.many,
+            stream,
+            int(expected),
+            ids,
+            [e.type for e in events],
+            [encode(e.to_headers()) for e in events],
+            [e.data for e in events],
+            encode(metadata),
+            now,
+        )
     if status == "conflict":
         raise ConcurrencyError(stream, expected, version)
     if status == "recorded":
