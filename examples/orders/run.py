@@ -1,142 +1,96 @@
-"""Drive some orders through the saga and report how each one ended."""
+"""Run the order saga: all four services in this process (`run`), or one
+service as a process of its own with its HTTP API (`serve`).
+
+    python -m examples.orders                     # every service here, some orders, how each ended
+    python -m examples.orders payment --broker kafka://127.0.0.1:9092 \\
+        --store postgresql://herald:herald@127.0.0.1:5432/herald?schema=orders --port 8003
+
+Start the processes one at a time (each sets up its own tables), the
+consumers before anyone places an order; drive them with
+`workload.HttpOrders` (docs/outbox-and-sagas.md).
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import signal
 import tempfile
-import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from herald import App
-from herald.store import Outbox, OutboxRelay, Saga, SagaManager, SagaNotFound, SagaStatus, store_from_url
-
-from . import inventory, orders, payment, saga
-from .events import SAGA_TIMEOUTS
-
-STOCK = {"book": 50, "poster": 1}
-
-
-@dataclass
-class Outcomes:
-    """How each order ended: `orders` maps an order id to "completed" or
-    "cancelled: <reason>"; `payments` to the payment's status; `stock` is
-    what is left (every cancelled order's reservation given back)."""
-
-    orders: dict[str, str] = field(default_factory=dict)
-    payments: dict[str, str] = field(default_factory=dict)
-    stock: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
+from .system import PAYMENT_TIMEOUT, SERVICES, OrderSystem
+from .workload import LocalOrders, Outcomes, drive
 
 
 async def run(
     broker_url: str | None = None,
     store_url: str | None = None,
     *,
-    payment_timeout: float = 1.5,
+    payment_timeout: float = PAYMENT_TIMEOUT,
     happy_orders: int = 6,
     timeout: float = 60.0,
 ) -> Outcomes:
     """Place `happy_orders` orders that complete, and one each that is declined,
-    never answered (times out), answered too late (refunded), and out of stock.
-    Defaults: a SQLite broker and store in a temporary directory."""
+    never answered (times out), answered too late (refunded), and out of stock,
+    through the four services in this process. Defaults: a SQLite broker and
+    store in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="herald-orders-") as tmp:
-        broker_url = broker_url or f"sqlite:///{Path(tmp) / 'broker.db'}"
-        store_url = store_url or f"sqlite:///{Path(tmp) / 'store.db'}"
-        return await _run(broker_url, store_url, payment_timeout, happy_orders, timeout)
-
-
-async def _run(broker_url: str, store_url: str, payment_timeout: float, happy: int,
-               timeout: float) -> Outcomes:
-    started = time.monotonic()
-    store = store_from_url(store_url)
-    await store.connect()
-    run_id = f"{int(time.time() * 1000) % 10**8:08d}"  # fresh order ids when a store is reused
-    try:
-        outbox = Outbox(store, source="orders")
-        await outbox.setup()
-        order_service = orders.OrderService(store, outbox)
-        stock_service = inventory.InventoryService(store, outbox)
-        payment_service = payment.PaymentService(store, outbox, late_by=payment_timeout * 2)
-        await order_service.setup()
-        await stock_service.setup(STOCK)
-        await payment_service.setup()
-        order_saga = saga.make_order_saga(payment_timeout)
-        manager = SagaManager(store, [order_saga], source="order-saga", timeout_topic=SAGA_TIMEOUTS)
-        await manager.setup()
-
-        plan: list[tuple[str, str, int]] = [(f"ok-{run_id}-{n}", "book", 1) for n in range(happy)]
-        plan += [(f"declined-{run_id}", "book", 2), (f"hang-{run_id}", "book", 1),
-                 (f"late-{run_id}", "book", 1), (f"no-stock-{run_id}", "poster", 5)]
-        payment_service.decline.add(f"declined-{run_id}")
-        payment_service.hang.add(f"hang-{run_id}")
-        payment_service.late.add(f"late-{run_id}")
-
-        apps: list[App] = [
-            orders.make_app(broker_url, order_service),
-            inventory.make_app(broker_url, stock_service),
-            payment.make_app(broker_url, payment_service),
-            saga.make_app(broker_url, manager),
-        ]
-        relay = OutboxRelay(store, broker_url, poll_interval=0.1)
-        for app in apps:
-            await app.start()
+        system = OrderSystem(broker_url or f"sqlite:///{Path(tmp) / 'broker.db'}",
+                             store_url or f"sqlite:///{Path(tmp) / 'store.db'}",
+                             payment_timeout=payment_timeout)
+        await system.start()
         try:
-            async with relay:
-                for order_id, item, quantity in plan:
-                    await order_service.place(order_id, item, quantity, amount=quantity * 1250)
-                await _wait_for_the_end(manager, order_saga, order_service, stock_service,
-                                        payment_service, plan, timeout)
-                outcomes = Outcomes()
-                for order_id, _, _ in plan:
-                    record = await manager.get(order_saga, order_id)
-                    status = await order_service.status(order_id)
-                    outcomes.orders[order_id] = (
-                        status if record.status is SagaStatus.COMPLETED else f"{status}: {record.reason}"
-                    )
-                    outcomes.payments[order_id] = await payment_service.status(order_id)
-                outcomes.stock = await stock_service.stock()
-                await relay.drain(timeout)
+            return await drive(LocalOrders(system), happy=happy_orders, timeout=timeout)
         finally:
-            for app in reversed(apps):
-                await app.stop()
-    finally:
-        await store.close()
-    outcomes.seconds = time.monotonic() - started
-    return outcomes
+            await system.stop()
 
 
-async def _wait_for_the_end(
-    manager: SagaManager, order_saga: Saga[saga.OrderState], order_service: orders.OrderService,
-    stock_service: inventory.InventoryService, payments: payment.PaymentService,
-    plan: list[tuple[str, str, int]], timeout: float,
-) -> None:
-    """Until every saga finished and every service followed: the order row is
-    completed or cancelled, a cancelled order holds no stock, and the late
-    payment was refunded (the last step of all)."""
-    deadline = time.monotonic() + timeout
-    pending = {order_id for order_id, _, _ in plan}
-    while pending:
-        for order_id in list(pending):
-            try:
-                record = await manager.get(order_saga, order_id)
-            except SagaNotFound:
-                continue  # OrderPlaced not handled yet
-            status = await order_service.status(order_id)
-            done = record.status is not SagaStatus.ACTIVE and status in ("completed", "cancelled")
-            if status == "cancelled":
-                done = done and await stock_service.reservation(order_id) != "held"
-            if order_id.startswith("late-"):
-                done = done and await payments.status(order_id) == "refunded"
-            if done:
-                pending.discard(order_id)
-        if pending and time.monotonic() > deadline:
-            raise TimeoutError(f"orders not finished after {timeout} s: {sorted(pending)}")
-        await asyncio.sleep(0.05)
+async def serve(service: str, broker: str, store: str, port: int, payment_timeout: float) -> None:
+    """One service and its HTTP API on 127.0.0.1:`port` until Ctrl-C or SIGTERM; the
+    service starts before the API answers and stops gracefully after it closed."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from .api import make_api
+
+    system = OrderSystem(broker, store, (service,), payment_timeout=payment_timeout)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await system.start()
+        try:
+            yield
+        finally:
+            await system.stop()
+
+    api = Starlette(routes=[Mount("/", app=make_api(system))], lifespan=lifespan)
+    config = uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # uvicorn raises the signal it caught again once it has shut down: ignored here, so a
+    # graceful stop on SIGTERM ends with exit code 0 (it handles them while serving).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    await uvicorn.Server(config).serve()
 
 
-def main() -> None:
-    outcomes = asyncio.run(run())
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m examples.orders", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("service", nargs="?", choices=SERVICES,
+                        help="serve this one service (default: run all here and print the outcomes)")
+    parser.add_argument("--broker", metavar="URL")
+    parser.add_argument("--store", metavar="URL", help="the shared tables: sqlite:///... or postgresql://...")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--payment-timeout", type=float, default=PAYMENT_TIMEOUT, metavar="SECONDS")
+    args = parser.parse_args(argv)
+    if args.service is not None:
+        if not args.broker or not args.store:
+            parser.error("a service needs --broker and --store (the same for all four)")
+        asyncio.run(serve(args.service, args.broker, args.store, args.port, args.payment_timeout))
+        return
+    outcomes = asyncio.run(run(args.broker, args.store, payment_timeout=args.payment_timeout))
     for order_id, outcome in outcomes.orders.items():
         print(f"{order_id:>24}  {outcome:<45} payment: {outcomes.payments[order_id]}")
     print(f"stock left: {outcomes.stock}  ({outcomes.seconds:.1f} s)")

@@ -8,7 +8,7 @@ parts.py       the Part protocol each service adapts to (start, drive, check, su
 catalogue.py   which services there are; a missing one is reported, never skipped
 deployment.py  the broker, and each service's tables and cache keys
 inprocess.py   all parts in this process
-processes.py   each part as its own process (serve.py, service_process.py)
+processes.py   each part as its own process (serve.py, service_process.py, publishing.py)
 system.py      start, drive under one progress bar, check, stop; the exit code
 summary.py     the tables and the verdict
 """

@@ -24,7 +24,7 @@ WORKLOADS = {
     "interactive": "examples.interactive.workload",
     "jobs": "examples.jobs.workload",
     "shop": "examples.shop.workload",
-    "orders": "examples.orders.run",
+    "orders": "examples.orders.workload",
 }
 
 

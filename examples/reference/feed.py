@@ -1,15 +1,16 @@
 """The feed service (seed 000) as a part of the demo.
 
-In this process: the service's own App and FeedService. In a process of its
-own: the served API, and a driver made as docs/examples/feed.md says, a
-FeedService without subscribers on the same tables that publishes through
-an App of its own; the sample page and the service's own figures come over HTTP.
+In this process: the service's own App and FeedService, driven through
+`workload.LocalFeed`. In a process of its own: the served API, driven over
+HTTP through `workload.HttpFeed` (follows, likes and articles through the
+feed's API; a producer's retry and an event of an unknown type through the
+process's publishing endpoint, publishing.py); the figures, the sample page
+and the process's own counts come over HTTP too.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -17,18 +18,9 @@ from rich.table import Table
 
 from herald import App
 
-from ..feed import (
-    ARTICLE_TOPIC,
-    FEED_TOPIC,
-    FeedService,
-    FeedSettings,
-    build,
-    open_cache,
-    open_storage,
-    workload,
-)
+from ..feed import ARTICLE_TOPIC, FEED_TOPIC, FeedSettings, build, open_cache, open_storage, workload
 from ..feed.api import make_api
-from .parts import Place, Progress, Served, Stats, Summary
+from .parts import Place, Progress, Served, Stats, Summary, apps_stats
 from .service_process import ServiceProcess
 
 NAME = "feed"
@@ -39,14 +31,10 @@ SETTINGS = FeedSettings(threshold=5)  # a small threshold keeps the workload sma
 PAGE = 6  # rows of the sample page
 
 
-def _service(app: App, place: Place) -> FeedService:
-    cache = open_cache(place.cache, prefix=place.cache_prefix)
-    return build(app, open_storage(place.store), cache, SETTINGS)
-
-
 def served(place: Place, service: str = NAME) -> Served:
     app = App(NAME, broker=place.broker, retry=SETTINGS.retry)
-    return Served(make_api(_service(app, place)), [app])
+    cache = open_cache(place.cache, prefix=place.cache_prefix)
+    return Served(make_api(build(app, open_storage(place.store), cache, SETTINGS)), [app])
 
 
 class _FeedPart:
@@ -54,17 +42,18 @@ class _FeedPart:
     services = SERVICES
     topics = TOPICS
 
-    def __init__(self, feed: FeedService) -> None:
-        self.feed = feed
+    def __init__(self) -> None:
         self.expected: workload.Expected | None = None
         self.stats: Stats = {}
+        self.client: workload.FeedClient | None = None
 
     async def drive(self, rng: random.Random, progress: Progress) -> None:
-        self.expected = await workload.drive(self.feed, rng, progress)
+        assert self.client is not None, "start first"
+        self.expected = await workload.drive(self.client, rng, progress)
 
     async def check(self) -> list[str]:
-        assert self.expected is not None, "drive first"
-        return await workload.check(self.feed, self.expected)
+        assert self.client is not None and self.expected is not None, "drive first"
+        return await workload.check(self.client, self.expected)
 
     def expected_dead_letters(self) -> int | None:
         return None if self.expected is None else len(self.expected.poison_ids)
@@ -75,22 +64,22 @@ class _FeedPart:
         assert expected is not None
         return max(range(1, expected.users + 1), key=lambda uid: (sum(expected.feed_of(uid).values()), -uid))
 
-    async def _page(self, uid: int) -> dict[str, Any]:
-        return (await self.feed.feed(uid, limit=PAGE)).to_json()
-
     async def summary(self) -> Summary:
-        lines = workload.summary(self.feed)
+        assert self.client is not None, "start first"
+        await self.client.stats()  # the tables' figures, and over HTTP the feed process's own work
+        lines = workload.summary(self.client)
         if self.expected is None:
             return Summary(lines)
         uid = self._busiest_reader()
-        page = await self._page(uid)
+        page = (await self.client.feed(uid, limit=PAGE)).to_json()
         table = Table(title=f"feed page 1 of user {uid} (newest first, {PAGE} rows)", title_justify="left")
         for column in ("row", "kind", "type", "what"):
             table.add_column(column)
-        for row in page["items"]:
+        items: list[dict[str, Any]] = page["items"]  # type: ignore[assignment]
+        for row in items:
             table.add_row(str(row["id"]), row["kind"], row["type"], _what(row["type"], row["ext"]))
         more = "another page follows" if page["next_cursor"] else "the only page"
-        lines.append(f"feed: sample page of user {uid}: {len(page['items'])} rows, {more}")
+        lines.append(f"feed: sample page of user {uid}: {len(items)} rows, {more}")
         return Summary(lines, [table])
 
 
@@ -106,55 +95,31 @@ class LocalFeed(_FeedPart):
     """The feed in this process."""
 
     def __init__(self, place: Place) -> None:
+        super().__init__()
         self.app = App(NAME, broker=place.broker, retry=SETTINGS.retry)
-        super().__init__(_service(self.app, place))
+        cache = open_cache(place.cache, prefix=place.cache_prefix)
+        self.client = workload.LocalFeed(build(self.app, open_storage(place.store), cache, SETTINGS))
 
     async def start(self) -> None:
         await self.app.start()
 
     async def stop(self) -> None:
         await self.app.stop()
-        self.stats = {self.app.name: self.app.stats()}
+        self.stats = apps_stats([self.app])
 
 
 class RemoteFeed(_FeedPart):
-    """The feed in its own process; the driver shares its tables and broker."""
+    """The feed in its own process, driven and read over HTTP."""
 
-    def __init__(self, place: Place, process: ServiceProcess) -> None:
+    def __init__(self, process: ServiceProcess) -> None:
+        super().__init__()
         self.process = process
-        self.driver_open = False
-        self.driver_app = App("feed-driver", broker=place.broker)  # publishes only: no subscribers
-        cache = open_cache(place.cache, prefix=place.cache_prefix + "driver:")
-        super().__init__(FeedService(self.driver_app, open_storage(place.store), cache, SETTINGS))
 
     async def start(self) -> None:
-        await self.process.start()
-        await self.driver_app.start()
-        await self.feed.open()
-        self.driver_open = True
-
-    async def _page(self, uid: int) -> dict[str, Any]:
-        assert self.process.client is not None
-        answer = await self.process.client.get(f"/users/{uid}/feed", params={"limit": str(PAGE)})
-        answer.raise_for_status()
-        page: dict[str, Any] = answer.json()
-        return page
-
-    async def summary(self) -> Summary:
-        # The service's own work (pushed, pulled, cache hits) was done in its process.
-        assert self.process.client is not None
-        answer = await self.process.client.get("/stats")
-        answer.raise_for_status()
-        self.feed.counts = Counter(answer.json()["this_process"])
-        return await super().summary()
+        self.client = workload.HttpFeed(await self.process.start(), threshold=SETTINGS.threshold)
 
     async def stop(self) -> None:
-        try:
-            if self.driver_open:
-                await self.feed.close()
-            await self.driver_app.stop()
-        finally:
-            self.stats = await self.process.stop()
+        self.stats = await self.process.stop()
 
 
 def local(place: Place) -> LocalFeed:
@@ -162,4 +127,4 @@ def local(place: Place) -> LocalFeed:
 
 
 def remote(place: Place, spawn: Callable[[str], ServiceProcess]) -> RemoteFeed:
-    return RemoteFeed(place, spawn(NAME))
+    return RemoteFeed(spawn(NAME))

@@ -18,7 +18,7 @@ from ..interactive.cache import open_cache
 from ..interactive.events import READ_TOPIC
 from ..interactive.service import InteractiveService, build
 from ..interactive.storage import Counters, open_storage
-from .parts import Place, Progress, Served, Stats, Summary
+from .parts import Place, Progress, Served, Stats, Summary, apps_stats
 from .service_process import ServiceProcess
 
 NAME = "interactive"
@@ -106,7 +106,7 @@ class LocalInteractive(_InteractivePart):
 
     async def stop(self) -> None:
         await self.service.app.stop()
-        self.stats = {self.service.app.name: self.service.app.stats()}
+        self.stats = apps_stats([self.service.app])
 
 
 class RemoteInteractive(_InteractivePart):

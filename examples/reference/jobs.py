@@ -13,7 +13,7 @@ from ..jobs import workload
 from ..jobs.api import create_api
 from ..jobs.events import ORDER_TOPIC, USER_TOPIC
 from ..jobs.service import build
-from .parts import Place, Progress, Served, Stats, Summary
+from .parts import Place, Progress, Served, Stats, Summary, apps_stats
 from .service_process import ServiceProcess
 
 NAME = "jobs"
@@ -66,7 +66,7 @@ class LocalJobs(_JobsPart):
 
     async def stop(self) -> None:
         await self.service.app.stop()
-        self.stats = {self.service.app.name: self.service.app.stats()}
+        self.stats = apps_stats([self.service.app])
 
 
 class RemoteJobs(_JobsPart):

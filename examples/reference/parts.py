@@ -11,7 +11,7 @@ process of its own, driven over HTTP (`remote`).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +22,17 @@ from herald import App
 
 Progress = Callable[[int, int], None]  # (done, total) of one part's workload
 Stats = dict[str, dict[str, dict[str, int]]]  # app name -> subscriber -> handled, retried, ...
+CLUSTER_MARK = "@"  # a subscriber's key in Stats: "group:topic:handler", "@cluster" when not the default
+
+
+def app_stats(app: App) -> dict[str, dict[str, int]]:
+    """herald's counts per subscriber of `app`: "group:topic:handler", with
+    "@cluster" for a subscriber on a named cluster (the shop's second one)."""
+    return app.stats()
+
+
+def apps_stats(apps: Iterable[App]) -> Stats:
+    return {app.name: app_stats(app) for app in apps}
 
 
 @dataclass(frozen=True)

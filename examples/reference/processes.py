@@ -1,7 +1,8 @@
 """Every service as an OS process of its own (`python -m examples.reference.serve
 <part> ...`), each with its HTTP API on a free port, driven from this process
-over HTTP (and, for the feed, by publishing to the shared broker as its docs
-say). Each process is stopped with SIGTERM, and killed if it does not end in time."""
+over HTTP (the todo part's figures also read through readers of the shared
+tables and broker). Each process is stopped with SIGTERM, and killed if it
+does not end in time."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@
 
 It starts the part's Apps, serves its HTTP API on a free port of 127.0.0.1
 (written to --port-file once it listens; GET /_demo/ready answers 200), and
+the demo's fault-injection routes (publishing.py: events a well-behaved
+client of the API cannot send, and the dead letters), and
 on SIGTERM or Ctrl-C stops the Apps gracefully and writes herald's counts per
 App and subscriber to --stats-file as JSON.
 """
@@ -30,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from . import catalogue
-from .parts import Place, Served
+from . import catalogue, publishing
+from .parts import Place, Served, apps_stats
 from .service_process import READY_PATH
 
 
@@ -57,13 +59,14 @@ def wrap(served: Served, stats_file: Path) -> Starlette:
             for app in reversed(started):
                 await app.stop()
             # Counts survive App.stop: these are final.
-            _write(stats_file, json.dumps({app.name: app.stats() for app in served.apps}))
+            _write(stats_file, json.dumps(apps_stats(served.apps)))
 
     async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"ready": True, "apps": [app.name for app in served.apps]})
 
-    return Starlette(routes=[Route(READY_PATH, ready, methods=["GET"]), Mount("/", app=served.api)],
-                     lifespan=lifespan)
+    demo_routes = publishing.routes(served.apps[0]) if served.apps else []
+    return Starlette(routes=[Route(READY_PATH, ready, methods=["GET"]), *demo_routes,
+                             Mount("/", app=served.api)], lifespan=lifespan)
 
 
 async def serve(served: Served, port_file: Path, stats_file: Path) -> int:

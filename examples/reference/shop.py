@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..shop import GOODS_TOPIC, ShopSettings, from_urls, workload
 from ..shop.api import make_api
 from ..shop.service import shop_from_urls, store_from_urls
-from .parts import Place, Progress, Served, Stats, Summary
+from .parts import Place, Progress, Served, Stats, Summary, apps_stats
 from .service_process import ServiceProcess
 
 NAME = "shop"
@@ -100,7 +100,7 @@ class LocalShop(_ShopPart):
 
     async def stop(self) -> None:
         await self.system.stop()
-        self.stats = {app.name: app.stats() for app in (self.system.shop_app, self.system.store_app)}
+        self.stats = apps_stats([self.system.shop_app, self.system.store_app])
 
 
 class RemoteShop(_ShopPart):

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from .parts import Part, Progress, Stats, Summary
+from .parts import CLUSTER_MARK, Part, Progress, Stats, Summary
 
 COUNTS = ("handled", "retried", "dead_lettered", "skipped")
 
@@ -85,12 +85,14 @@ def stats_table(stats: Stats) -> Table:
     table.add_column("app")
     table.add_column("group")
     table.add_column("topic")
+    table.add_column("cluster")
     for name in COUNTS:
         table.add_column(name.replace("_", "-"), justify="right")
     for app, subscribers in stats.items():
         for n, (subscriber, counts) in enumerate(subscribers.items()):
-            group, topic, *_ = [*subscriber.split(":"), "", ""]  # group:topic:handler
-            table.add_row(app if n == 0 else "", group, topic,
+            name, _, cluster = subscriber.partition(CLUSTER_MARK)
+            group, topic, *_ = [*name.split(":"), "", ""]  # group:topic:handler
+            table.add_row(app if n == 0 else "", group, topic, cluster or "default",
                           *(str(counts.get(name, 0)) for name in COUNTS))
     return table
 

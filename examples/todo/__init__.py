@@ -12,7 +12,8 @@
 
 storage.py (with store_sqlite.py and store_postgres.py) holds the
 notification and analytics tables; system.py wires the four services;
-workload.py is what `herald demo` drives and checks. service.py is a
+workload.py is what `herald demo` drives and checks, in this process or,
+through client.py's `HttpTodo`, over the todo service's HTTP API. service.py is a
 compatibility shim for the old demo. See docs/examples/todo.md.
 """
 

@@ -12,6 +12,11 @@ Todo service (`make_todo_api`):
 | `DELETE /todos/{id}` | deletes it; 409 if it was deleted |
 | `GET /todos?user_id=7` | the user's todos from the read model, highest priority first |
 | `GET /todos/{id}` | the aggregate, rebuilt from its events (also a deleted one) |
+| `GET /stats` | this process's commands by outcome, and what its outbox relay published |
+
+`GET /todos` answers once the read model (projected in the service's own
+process) has every event committed before the request: a client elsewhere
+reads its own writes.
 
 Unknown id: 404. Malformed input: 400 (not JSON) or 422 (a field's type or
 value, with the aggregate's own message for its rules). A rule that the
@@ -166,6 +171,11 @@ def make_todo_api(service: TodoService) -> Starlette:
         rows = await service.todos(user_id)
         return JSONResponse({"user_id": user_id, "todos": [row_json(r) for r in rows]})
 
+    async def stats(request: Request) -> JSONResponse:
+        """This process's commands and relay, for a demo that drives it from elsewhere."""
+        return JSONResponse({"this_process": dict(service.counts),
+                             "relay_published": service.relay.stats.published})
+
     return Starlette(
         routes=[
             Route("/todos", create, methods=["POST"]),
@@ -174,6 +184,7 @@ def make_todo_api(service: TodoService) -> Starlette:
             Route("/todos/{id}", delete, methods=["DELETE"]),
             Route("/todos/{id}/complete", complete, methods=["POST"]),
             Route("/todos/{id}/priority", priority, methods=["PUT"]),
+            Route("/stats", stats, methods=["GET"]),
         ],
         exception_handlers=error_handlers(),
     )

@@ -102,12 +102,24 @@ class TodoSystem:
         self.started = ()
 
     async def open_readers(self) -> None:
-        """For a process that only checks (the demo with separate processes): open
-        the stores the checks read, without starting any consumer or relay."""
+        """For a process that drives and checks services running elsewhere (the demo
+        with separate processes): open what the checks read, without starting any
+        consumer, relay or projection: the event store and the outbox (set up, so its
+        status reads even before the todo service made it), notification's and
+        analytics' tables, and the todo App's broker (dead letters, redeliveries).
+        Undo with close_readers()."""
         await self.todo.store.connect()
+        await self.todo.outbox.setup()
         await self.notification.storage.open()
         await self.analytics.storage.open()
         await self.todo.app.broker.connect()
+
+    async def close_readers(self) -> None:
+        """Close what open_readers opened."""
+        await self.todo.app.broker.close()
+        await self.analytics.storage.close()
+        await self.notification.storage.close()
+        await self.todo.store.close()
 
 
 def build(

@@ -9,6 +9,12 @@ for line in summary(system): print(line)
 await system.stop()
 ```
 
+With the todo service in another process, pass `HttpTodo(client, readers)`
+instead of the system (client.py): commands and queries go over its HTTP
+API; `readers` is a TodoSystem from the same URLs with `open_readers()`
+done, for what the checks read besides (the event store, the outbox,
+notification's and analytics' tables, the broker's dead letters).
+
 The workload: todos created for a few users, then completed, re-prioritised
 and deleted at random; commands the aggregate refuses (complete twice,
 change a deleted todo, a priority out of range), which must publish
@@ -22,7 +28,8 @@ analytics must not act twice); and one message that is not an event at all
 store's events with the commands that succeeded; the outbox is empty; the
 read model with the aggregates and with the workload's own bookkeeping;
 analytics' counts per type and per minute; the notifications sent; and the
-dead letters.
+dead letters of this run (those keyed by its todos, or marked with its run
+id: an earlier run's on the same broker are not counted).
 """
 
 from __future__ import annotations
@@ -30,17 +37,21 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from herald import DeadLetters, Message
+from herald import DeadLetter, DeadLetters, Message
 
 from .aggregate import HIGHEST, LOWEST, TodoError
+from .client import HttpTodo, LocalTodo, TodoClient, client_of
 from .events import TOPIC
 from .notification import NotificationService
 from .storage import minute_of
 from .system import TodoSystem
+
+__all__ = ["Expected", "HttpTodo", "LocalTodo", "TodoClient", "check", "drive", "summary"]
 
 Progress = Callable[[int, int], None]  # (done, total)
 USERS = 20
@@ -71,6 +82,7 @@ class Expected:
     garbage: int = 0
     first_minute: str = ""
     last_minute: str = ""
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # marks this run's garbage
 
     @property
     def total(self) -> int:
@@ -83,11 +95,12 @@ class Expected:
                         "deleted": self.events[DELETED]})
 
 
-async def drive(system: TodoSystem, rng: random.Random, progress: Progress | None = None,
+async def drive(target: TodoSystem | TodoClient, rng: random.Random, progress: Progress | None = None,
                 todos: int = TODOS) -> Expected:
     """Send the workload's commands to the todo service (and the redeliveries and the
     garbage to the broker); returns what the services must end up with."""
-    service = system.todo
+    service = client_of(target)
+    readers = service.system.todo  # the event store, read where the demo runs
     expected = Expected(first_minute=minute_of(None))
     plan = [rng.random() for _ in range(todos)]
     total = todos * 2 + 8
@@ -116,8 +129,8 @@ async def drive(system: TodoSystem, rng: random.Random, progress: Progress | Non
             expected.events[COMPLETED] += 1
             if state.title.startswith("poison"):
                 expected.poison_todo = todo_id
-                expected.poison_event = (await service.store.read_stream(
-                    service.repo.stream(todo_id), backwards=True, limit=1))[0].id
+                expected.poison_event = (await readers.store.read_stream(
+                    readers.repo.stream(todo_id), backwards=True, limit=1))[0].id
         if roll > 0.85:
             new = rng.choice([p for p in range(LOWEST, HIGHEST + 1) if p != state.priority])
             await service.change_priority(todo_id, new)
@@ -149,15 +162,15 @@ async def drive(system: TodoSystem, rng: random.Random, progress: Progress | Non
         advance()
 
     # A redelivery: three committed events reach the broker a second time, same ids.
-    broker = system.todo.app.broker
+    broker = readers.app.broker
     for todo_id in (ids[1], ids[2], deleted_ids[0]):
-        stored = (await service.store.read_stream(service.repo.stream(todo_id), backwards=True, limit=1))[0]
+        stored = (await readers.store.read_stream(readers.repo.stream(todo_id), backwards=True, limit=1))[0]
         env = stored.envelope
         await broker.publish([Message(TOPIC, env.data, env.to_headers(), env.subject)])
         expected.redelivered.append(env.id)
     advance(2)
     # Garbage from a misbehaving producer: a dead letter per group, nobody stops.
-    await broker.publish([Message(TOPIC, b"\x00garbage", {"x-from": "legacy"})])
+    await broker.publish([Message(TOPIC, b"\x00garbage", {"x-from": "legacy", "x-run": expected.run})])
     expected.garbage = 1
     advance(1)
     expected.last_minute = minute_of(None)
@@ -170,16 +183,21 @@ async def _wait(ready: Callable[[], Awaitable[bool]], timeout: float) -> None:
         await asyncio.sleep(0.1)
 
 
-def _letters(system: TodoSystem) -> DeadLetters:
-    return DeadLetters(system.notification.app.broker, system.notification.settings.retry)
+async def _letters(system: TodoSystem, expected: Expected) -> list[DeadLetter]:
+    """This run's dead letters of TOPIC: keyed by one of its todos, or its garbage."""
+    letters = await DeadLetters(system.todo.app.broker, system.notification.settings.retry).list(
+        TOPIC, limit=100_000)
+    return [d for d in letters if d.key in expected.todos or d.headers.get("x-run") == expected.run]
 
 
-async def check(system: TodoSystem, expected: Expected, timeout: float = 120.0) -> list[str]:
+async def check(target: TodoSystem | TodoClient, expected: Expected, timeout: float = 120.0) -> list[str]:
     """Wait (up to `timeout`) until the services caught up; then the disagreements, [] if none."""
+    service = client_of(target)
+    system = service.system
     todo, notes, counts = system.todo, system.notification, system.analytics
 
     async def caught_up() -> bool:
-        letters = await _letters(system).list(TOPIC, limit=1000)
+        letters = await _letters(system, expected)
         return (sum((await counts.counts()).values()) >= expected.total
                 and await notes.storage.notification_count() >= sum(expected.notifications.values())
                 and (await todo.outbox.status()).pending == 0
@@ -202,7 +220,8 @@ async def check(system: TodoSystem, expected: Expected, timeout: float = 120.0) 
         problems.append(f"todo: {outbox.pending} event(s) still in the outbox ({outbox.last_error})")
 
     # The read model equals the aggregates and the workload's bookkeeping.
-    rows = {row.todo_id: row for row in await todo.todos()}
+    users = sorted({state.user_id for state in expected.todos.values()})
+    rows = {row.todo_id: row for user in users for row in await service.todos(user)}
     figures.read_model = len(rows)
     live = {i: s for i, s in expected.todos.items() if not s.deleted}
     if set(rows) != set(live):
@@ -210,7 +229,7 @@ async def check(system: TodoSystem, expected: Expected, timeout: float = 120.0) 
         problems.append(f"read model: {len(rows)} todos, expected {len(live)} "
                         f"(missing {missing}, extra {extra})")
     for todo_id, state in expected.todos.items():
-        aggregate = await todo.get(todo_id)
+        aggregate = await service.get(todo_id)
         mine = (state.user_id, state.title, state.priority, state.done, state.deleted)
         theirs = (aggregate.user_id, aggregate.title, aggregate.priority, aggregate.done, aggregate.deleted)
         if mine != theirs:
@@ -246,12 +265,13 @@ async def check(system: TodoSystem, expected: Expected, timeout: float = 120.0) 
     if any(n.event_id == expected.poison_event for n in sent):
         problems.append("notification: the poison todo was notified")
     problems.extend(await _check_letters(system, expected))
+    await service.stats()
     figures.checked = True
     return problems
 
 
 async def _check_letters(system: TodoSystem, expected: Expected) -> list[str]:
-    letters = await _letters(system).list(TOPIC, limit=1000)
+    letters = await _letters(system, expected)
     system.figures.dead_letters = [(d.group, d.reason) for d in letters]
     got = sorted((d.group, d.reason, d.event_id if d.reason == "handler-error" else "") for d in letters)
     groups = (system.notification.settings.group, system.analytics.settings.group)
@@ -263,15 +283,18 @@ async def _check_letters(system: TodoSystem, expected: Expected) -> list[str]:
     return []
 
 
-def summary(system: TodoSystem) -> list[str]:
-    """Lines for the demo's summary: this process's work, and the figures of the last `check`."""
+def summary(target: TodoSystem | TodoClient) -> list[str]:
+    """Lines for the demo's summary: the todo service's work (as of the last `check`
+    over HTTP), the figures of the last `check`, and notification's work here."""
+    service = client_of(target)
+    system = service.system
     f = system.figures
-    todo = system.todo.counts
+    todo = service.counts
     notes: NotificationService = system.notification
     lines = [
         f"todo: created {todo[CREATED]}, completed {todo[COMPLETED]}, re-prioritised {todo[PRIORITY]}, "
         f"deleted {todo[DELETED]}; refused {todo['refused']} command(s) (nothing published for them); "
-        f"outbox relay published {system.todo.relay.stats.published}",
+        f"outbox relay published {service.relay_published}",
     ]
     if f.checked:
         lines += [

@@ -99,7 +99,9 @@ class Subscriber:
 
     @property
     def name(self) -> str:
-        return f"{self.group}:{self.topic}:{getattr(self.fn, '__qualname__', 'handler')}"
+        """`group:topic:handler`, and `@cluster` for a named cluster's broker."""
+        name = f"{self.group}:{self.topic}:{getattr(self.fn, '__qualname__', 'handler')}"
+        return name if self.cluster is None else f"{name}@{self.cluster}"
 
 
 def inspect_handler(fn: Callable[..., Any]) -> tuple[Any, bool]:

@@ -85,8 +85,14 @@ async def test_sigkill_one_of_two_workers(brokers: Brokers, tmp_path: Path) -> N
         await eventually(lambda: len(handled(out)) >= 1500, timeout=60, what="progress")
         os.kill(workers[0].pid, signal.SIGKILL)
         workers[0].wait()
-        await eventually(lambda: set(handled(out)) >= set(range(EVENTS)), timeout=120,
-                         what="the survivor finishes the killed worker's partitions")
+        try:
+            await eventually(lambda: set(handled(out)) >= set(range(EVENTS)), timeout=120,
+                             what="the survivor finishes the killed worker's partitions")
+        except AssertionError as exc:  # say how far it got: a stall and a slow machine differ
+            missing = sorted(set(range(EVENTS)) - set(handled(out)))
+            alive = "alive" if workers[1].poll() is None else f"exited {workers[1].returncode}"
+            raise AssertionError(f"{exc}: {len(missing)} of {EVENTS} missing (first {missing[:5]}), "
+                                 f"survivor {alive}") from None
         stop(workers[1])
         assert workers[1].returncode == 0
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,6 +55,16 @@ def assert_names_every_service(out: str) -> None:
         assert f"{part}: {', '.join(services)}" in out, f"the summary does not name {part}'s services"
 
 
+def assert_counts_per_cluster_and_service(out: str) -> None:
+    """herald's counts name the cluster (the store's two subscriptions are two rows),
+    and the order saga's Apps report theirs, one row per subscriber."""
+    for cluster in ("default", "north"):
+        assert re.search(rf"│ store\s*│ shop-goods-events\s*│ {cluster}\s*│\s*[1-9]", out), cluster
+    for app, topic in (("orders", "order-commands"), ("inventory", "inventory-commands"),
+                       ("payment", "payment-commands"), ("order-saga", "order-saga-timeouts")):
+        assert re.search(rf"│ {app}\s*│ {topic}\s*│ default\s*│\s*[1-9]", out), (app, topic)
+
+
 def test_demo_runs_on_the_embedded_default_and_its_figures_agree() -> None:
     done = herald_demo(timeout=110)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
@@ -66,6 +77,7 @@ def test_demo_runs_on_the_embedded_default_and_its_figures_agree() -> None:
                   "feed page 1 of user", "interactive counters", "order saga outcomes",
                   "cancelled: payment timed out", "fail-todo-events"):
         assert shown in out, shown
+    assert_counts_per_cluster_and_service(out)
 
 
 def test_a_read_counted_twice_makes_the_demo_fail_and_say_what_disagrees(
@@ -146,6 +158,8 @@ def test_demo_runs_each_service_in_a_process_of_its_own_on_kafka_postgres_and_re
     assert "each service in a process of its own" in out and "PostgreSQL" in out and "Redis" in out
     assert "all figures agree" in out
     assert_names_every_service(out)
+    assert_counts_per_cluster_and_service(out)  # the order saga's four processes' counts too
+    assert "todo: each service ran in a process of its own" in out
     assert set(asyncio.run(_demo_schemas())) <= set(before)  # the run dropped its schemas
 
 

@@ -28,7 +28,10 @@ import redis.asyncio as redis
 from examples.feed import build, open_cache, open_storage
 from examples.feed.api import make_api
 from examples.feed.service import FeedService, FeedSettings
-from examples.feed.workload import check, drive, summary
+from examples.feed.workload import HttpFeed, check, drive, summary
+from examples.reference import publishing
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from herald import App, RetryPolicy
 
@@ -125,6 +128,36 @@ async def test_feed_workload_end_to_end(flow: Flow) -> None:
     assert problems == []
     lines = summary(flow.feed)
     assert any(f"{follows} follows, {push} pushed rows, {pull} pulled rows" in line for line in lines)
+
+
+async def test_feed_workload_over_http(flow: Flow) -> None:
+    """The same workload through the feed's HTTP API (`HttpFeed`), as the demo drives a
+    feed in a process of its own: follows, likes and articles through the API, the
+    producer faults and the dead letters through the publishing endpoint beside it."""
+    served = Starlette(routes=[*publishing.routes(flow.app), Mount("/", app=make_api(flow.feed))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://feed") as http:
+        client = HttpFeed(http, threshold=flow.feed.settings.threshold)
+        expected = await drive(client, random.Random(11), None)
+        follows, push, pull = expected.counts()
+        assert await check(client, expected, timeout=120) == []
+        assert expected.poison_ids and await client.dead_letter_ids("feed_event") >= set(expected.poison_ids)
+        lines = summary(client)  # the figures and the feed's own counts, from its GET /stats
+        assert any(f"{follows} follows, {push} pushed rows, {pull} pulled rows" in line for line in lines)
+        assert any("duplicates ignored 1;" in line for line in lines), lines  # the producer's retry
+        given = summary(client, counts={"likes": 99})[-1]  # a feed process's counts, handed in
+        assert given.startswith("feed: articles pushed 0, pulled 0; likes 99"), given
+        for body, status, message in [
+            (b"{not json", 400, "not valid JSON"),
+            (b"[1]", 400, "JSON object"),
+            (b'{"type": "x.y", "data": {}}', 422, "topic must be"),
+            (b'{"topic": "t", "data": {}}', 422, "type must be"),
+            (b'{"topic": "t", "type": "x.y", "data": [1]}', 422, "data must be a JSON object"),
+            (b'{"topic": "t", "raw_b64": "***"}', 422, ""),
+            (b'{"topic": "t", "raw_b64": "AA==", "headers": {"a": 1}}', 422, "headers must be"),
+        ]:
+            answer = await http.post(publishing.PUBLISH_PATH, content=body)
+            assert answer.status_code == status and message in answer.json()["error"], (body, answer.text)
+        assert (await http.get(publishing.DEAD_LETTERS_PATH)).status_code == 400
 
 
 async def _until(predicate: object, timeout: float = 60.0) -> None:

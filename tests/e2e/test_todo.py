@@ -24,8 +24,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from examples.todo.system import TodoSystem, embedded, from_urls
+from examples.todo.client import HttpTodo
+from examples.todo.events import TOPIC
+from examples.todo.system import TodoSystem, build, embedded, from_urls
 from examples.todo.workload import check, drive, summary
+
+from herald import Message
 
 POSTGRES_DSN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
 KAFKA = "127.0.0.1:9092"
@@ -95,6 +99,32 @@ async def test_todo_workload_end_to_end(system: TodoSystem) -> None:
     for service in ("todo:", "event-store:", "analytics:", "notification:", "dead letters"):
         assert any(line.startswith(service) for line in lines), (service, lines)
     assert system.analytics.duplicates + system.notification.counts["duplicates"] >= 3
+
+
+async def test_todo_workload_over_http_with_readers_of_its_own(system: TodoSystem) -> None:
+    """The todo service driven through its HTTP API (`HttpTodo`), checked through
+    readers built from the same URLs (`open_readers`: nothing consumed there), as
+    the demo does with the service in a process of its own. A dead letter of an
+    earlier run on the same broker is not counted as this run's."""
+    readers = build(*(system.urls[name] for name in ("broker", "store", "notification", "analytics")))
+    await readers.open_readers()
+    try:
+        # An earlier run's garbage: dead-lettered in both groups, but not this run's.
+        await readers.todo.app.broker.publish([Message(TOPIC, b"\x00old garbage", {"x-run": "earlier"})])
+        async with _client(system.apis()["todo"], "todo") as http:
+            target = HttpTodo(http, readers)
+            expected = await drive(target, random.Random(7), todos=40)
+            assert expected.refused == 5
+            problems = await check(target, expected, timeout=120)
+            assert problems == []
+            assert len(readers.figures.dead_letters) == 3  # this run's only: poison, garbage twice
+            lines = summary(target)
+            assert lines[0].startswith(f"todo: created {expected.events['todo.created']}, ")
+            assert f"published {expected.total}" in lines[0]  # from the service's GET /stats
+            stats = (await http.get("/stats")).json()
+            assert stats["this_process"]["refused"] == 5
+    finally:
+        await readers.close_readers()
 
 
 async def _until(predicate: object, timeout: float = 60.0) -> None:

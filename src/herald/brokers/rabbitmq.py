@@ -60,7 +60,7 @@ from herald.brokers.rabbitmq_catalog import MIN_DELAY, Catalog, DueMover
 from herald.brokers.rabbitmq_group import GroupMember
 from herald.brokers.rabbitmq_link import Link, LinkOptions, close_quietly
 from herald.brokers.rabbitmq_wire import Channel, Names, Outgoing, properties, publish_many, utc_now
-from herald.errors import BrokerError, ConfigError, NotRunning
+from herald.errors import BrokerError, BrokerUnavailable, ConfigError, NotRunning
 
 log = logging.getLogger("herald.rabbitmq")
 
@@ -219,7 +219,13 @@ class RabbitBroker(Broker, LogAdmin):
             try:
                 await self._publish(messages)
                 return
-            except aiormq.exceptions.ChannelNotFoundEntity:
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                if "down or inaccessible" in str(exc):
+                    # Just after a restart, durable queues are still recovering: transient.
+                    raise BrokerUnavailable(
+                        f"RabbitMQ at {self.address} is still recovering its queues after a "
+                        "restart; publish again in a moment"
+                    ) from None
                 # An exchange was deleted behind our back: declare again, once.
                 self.catalog.forget_declared()
                 if attempt:
