@@ -305,7 +305,12 @@ async def check(feed: FeedService | FeedClient, expected: Expected, timeout: flo
         if len(problems) > 20:
             problems.append("feed: more disagreements not shown")
             return problems
+    # A poison event reaches the dead letters on its own time: wait for it too.
+    deadline = time.monotonic() + timeout
     found = await feed.dead_letter_ids(FEED_TOPIC)
+    while not set(expected.poison_ids) <= found and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        found = await feed.dead_letter_ids(FEED_TOPIC)
     for poison in expected.poison_ids:
         if poison not in found:
             problems.append(f"feed: poison event {poison} is not in the dead letters of {FEED_TOPIC}")
