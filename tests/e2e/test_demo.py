@@ -14,12 +14,15 @@ and its exit code says whether every figure agrees with the workload.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,3 +209,35 @@ async def test_a_service_process_that_ignores_sigterm_is_killed_and_that_is_repo
     with pytest.raises(ServiceProcessError, match="did not stop within 1 s of SIGTERM and was killed"):
         await process.stop(timeout=1)
     assert child.returncode == -signal.SIGKILL
+
+
+def test_a_service_runs_alone_and_says_where(tmp_path: Path) -> None:
+    """docs/examples/*.md: `python -m examples.reference.serve PART --port N` runs one
+    service with its API; garbage arguments are one clear line."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.reference.serve", "interactive", "--port", str(port),
+         "--broker", f"sqlite:///{tmp_path / 'herald.db'}", "--store", f"sqlite:///{tmp_path / 'i.db'}"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_demo/ready", timeout=2) as answer:
+                    assert json.loads(answer.read())["ready"] is True
+                    break
+            except OSError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "the service did not come up"
+                time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert f"serving on http://127.0.0.1:{port}" in err
+    bad = subprocess.run([sys.executable, "-m", "examples.reference.serve", "interactive", "--port", "-1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--port must be 0..65535" in bad.stderr
