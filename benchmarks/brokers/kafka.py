@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -43,93 +44,20 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from herald import App, Event
+# The shared half, loaded by path: this folder is no package, and on sys.path it would shadow the clients.
+_spec = importlib.util.spec_from_file_location("herald_bench_common", Path(__file__).with_name("_common.py"))
+if (common := sys.modules.get("herald_bench_common")) is None and _spec and _spec.loader:
+    common = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(common)
 
 ADDRESS = "127.0.0.1:9092"
-CHUNK = 500
-WINDOW = 4000
 PARTITIONS = 8
 FASTSTREAM_EVENTS = 20_000
-perf_counter = time.perf_counter
-
-
-class BenchEvent(Event, type="herald.bench.payload", version=1):
-    seq: int
-    sent: float
-    data: str
-
-
-class Payload(msgspec.Struct):
-    seq: int
-    sent: float
-    data: str
-
-
-def padding(size: int) -> str:
-    probe = msgspec.json.encode(Payload(seq=10_000, sent=perf_counter() + 1e5, data=""))
-    return "x" * max(size - len(probe), 0)
-
-
-class Sink:
-    """Notes latencies; wakes the publisher when the window has room."""
-
-    def __init__(self, expected: int) -> None:
-        self.latencies: list[float] = []
-        self.expected = expected
-        self.last = 0.0
-        self.room = asyncio.Event()
-        self.done = asyncio.Event()
-
-    def handled(self, sent: float) -> None:
-        self.handled_many([sent], perf_counter())
-
-    def handled_many(self, sents: list[float], now: float) -> None:
-        self.latencies.extend(now - s for s in sents)
-        self.last = now
-        self.room.set()
-        if len(self.latencies) >= self.expected:
-            self.done.set()
-
-    async def window(self, published: int) -> None:
-        while published - len(self.latencies) > WINDOW:
-            self.room.clear()
-            await self.room.wait()
-
-
-def record(system: str, sink: Sink, start: float) -> dict[str, Any]:
-    ordered = sorted(sink.latencies)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(int(q / 100 * len(ordered)), len(ordered) - 1)] * 1e3, 3)
-
-    elapsed = sink.last - start
-    return {
-        "broker": "kafka", "system": system, "case": "throughput",
-        "events_per_s": round(len(ordered) / elapsed, 1), "p50_ms": pct(50), "p99_ms": pct(99),
-        "events": len(ordered), "elapsed_s": round(elapsed, 3),
-    }
-
-
-async def run(
-    events: int, payload: int, sink: Sink, publish: Callable[[list[Payload]], Awaitable[None]]
-) -> float:
-    """Publish in chunks within the window; returns the start time."""
-    data = padding(payload)
-    start = perf_counter()
-    published = 0
-    while published < events:
-        await sink.window(published)
-        size = min(CHUNK, events - published)
-        sent = perf_counter()
-        await publish([Payload(seq=published + i, sent=sent, data=data) for i in range(size)])
-        published += size
-    async with asyncio.timeout(120):
-        await sink.done.wait()
-    return start
 
 
 Case = Callable[[int, int, str], Awaitable[dict[str, Any]]]
@@ -163,28 +91,15 @@ async def warm_up(namespace: str) -> None:
 
 
 async def herald_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
-    sink = Sink(events)
-    app = App("bench", broker=f"kafka://{ADDRESS}?namespace={namespace}")
-
-    @app.subscriber("bench", group="bench")
-    async def handle(event: BenchEvent) -> None:
-        sink.handled(event.sent)
-
-    async def publish(chunk: list[Payload]) -> None:
-        await app.publish_batch("bench", [BenchEvent(seq=p.seq, sent=p.sent, data=p.data) for p in chunk],
-                                key=lambda e: str(e.seq % 64))
-
-    async with app:
-        start = await run(events, payload, sink, publish)
-    return record("herald", sink, start)
+    return await common.herald_case("kafka", f"kafka://{ADDRESS}?namespace={namespace}", events, payload,
+                                    key=lambda e: str(e.seq % 64))
 
 
 async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    sink = Sink(events)
-    decode = msgspec.json.Decoder(Payload).decode
-    encode = msgspec.json.Encoder().encode
+    sink = common.Sink(events)
+    decode, encode = common.decode, common.encode
     topic = f"{namespace}raw"
     await asyncio.to_thread(create_topic, topic)
     loop = asyncio.get_running_loop()
@@ -209,7 +124,7 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
                     if m.error() is None:
                         sents.append(decode(m.value() or b"").sent)
                         ends[m.partition() or 0] = (m.offset() or 0) + 1
-                now = perf_counter()
+                now = common.perf_counter()
                 loop.call_soon_threadsafe(sink.handled_many, sents, now)
                 if ends:  # handled: commit the batch, without waiting for the answer
                     consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in ends.items()],
@@ -223,7 +138,7 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
         while not stop.is_set():
             producer.poll(0.05)
 
-    async def publish(chunk: list[Payload]) -> None:
+    async def publish(chunk: list[common.Payload]) -> None:
         left = len(chunk)
         done = loop.create_future()
 
@@ -243,12 +158,12 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
         thread.start()
     try:
         await asyncio.wait_for(joined.wait(), 20)
-        start = await run(events, payload, sink, publish)
+        start = await common.run(events, payload, sink, publish)
     finally:
         stop.set()
         for thread in threads:
             await asyncio.to_thread(thread.join, 10)
-    return record("raw", sink, start)
+    return common.record("kafka", "raw", sink, start)
 
 
 async def faststream_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
@@ -256,29 +171,21 @@ async def faststream_case(events: int, payload: int, namespace: str) -> dict[str
     from faststream.kafka import KafkaBroker
 
     events = min(events, FASTSTREAM_EVENTS)
-    sink = Sink(events)
+    sink = common.Sink(events)
     topic = f"{namespace}fs"
     await asyncio.to_thread(create_topic, topic)
     broker = KafkaBroker(ADDRESS, logger=None, enable_idempotence=True)
+    broker.subscriber(topic, group_id=f"{namespace}fs", auto_offset_reset="earliest",
+                      ack_policy=AckPolicy.ACK)(common.faststream_handler(sink))
 
-    @broker.subscriber(topic, group_id=f"{namespace}fs", auto_offset_reset="earliest",
-                       ack_policy=AckPolicy.ACK)
-    async def handle(body: dict[str, Any]) -> None:
-        sink.handled(body["sent"])
-
-    async def publish(chunk: list[Payload]) -> None:
+    async def publish(chunk: list[common.Payload]) -> None:
         await asyncio.gather(*(
             broker.publish(msgspec.structs.asdict(p), topic, key=str(p.seq % 64).encode())
             for p in chunk
         ))
 
-    await broker.start()
-    try:
-        await asyncio.sleep(3)  # the group forms
-        start = await run(events, payload, sink, publish)
-    finally:
-        await broker.stop()
-    return record("faststream", sink, start)
+    return await common.faststream_run("kafka", broker, events, payload, sink, publish,
+                                       settle=3)  # the group forms
 
 
 async def aiokafka_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
@@ -287,9 +194,8 @@ async def aiokafka_case(events: int, payload: int, namespace: str) -> dict[str, 
     import aiokafka
     from aiokafka.structs import TopicPartition as AioTopicPartition
 
-    sink = Sink(events)
-    decode = msgspec.json.Decoder(Payload).decode
-    encode = msgspec.json.Encoder().encode
+    sink = common.Sink(events)
+    decode, encode = common.decode, common.encode
     topic = f"{namespace}aio"
     await asyncio.to_thread(create_topic, topic)
     consumer = aiokafka.AIOKafkaConsumer(
@@ -305,27 +211,27 @@ async def aiokafka_case(events: int, payload: int, namespace: str) -> dict[str, 
             batches = await consumer.getmany(timeout_ms=100, max_records=500)
             if not batches:
                 continue
-            now = perf_counter()
+            now = common.perf_counter()
             sents = [decode(m.value).sent for records in batches.values() for m in records]
             sink.handled_many(sents, now)
             await consumer.commit({AioTopicPartition(tp.topic, tp.partition): records[-1].offset + 1
                                    for tp, records in batches.items()})
 
-    async def publish(chunk: list[Payload]) -> None:
+    async def publish(chunk: list[common.Payload]) -> None:
         sent = [await producer.send(topic, encode(p), key=str(p.seq % 64).encode()) for p in chunk]
         await asyncio.gather(*sent)
 
     task = asyncio.create_task(consume())
     try:
         await asyncio.sleep(3)  # the group forms
-        start = await run(events, payload, sink, publish)
+        start = await common.run(events, payload, sink, publish)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await producer.stop()
         await consumer.stop()
-    return record("raw-aiokafka", sink, start)
+    return common.record("kafka", "raw-aiokafka", sink, start)
 
 
 def _drop_namespace(namespace: str) -> None:

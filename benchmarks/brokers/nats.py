@@ -24,120 +24,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from herald import App, Event
+# The shared half, loaded by path: this folder is no package, and on sys.path it would shadow the clients.
+_spec = importlib.util.spec_from_file_location("herald_bench_common", Path(__file__).with_name("_common.py"))
+if (common := sys.modules.get("herald_bench_common")) is None and _spec and _spec.loader:
+    common = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(common)
 
 SERVER = "nats://127.0.0.1:4222"
-CHUNK = 500
-WINDOW = 4000
-perf_counter = time.perf_counter
-
-
-class BenchEvent(Event, type="herald.bench.payload", version=1):
-    seq: int
-    sent: float
-    data: str
-
-
-class Payload(msgspec.Struct):
-    seq: int
-    sent: float
-    data: str
-
-
-def padding(size: int) -> str:
-    probe = msgspec.json.encode(Payload(seq=10_000, sent=perf_counter() + 1e5, data=""))
-    return "x" * max(size - len(probe), 0)
-
-
-class Sink:
-    """Notes latencies; wakes the publisher when the window has room."""
-
-    def __init__(self, expected: int) -> None:
-        self.latencies: list[float] = []
-        self.expected = expected
-        self.last = 0.0
-        self.room = asyncio.Event()
-        self.done = asyncio.Event()
-
-    def handled(self, sent: float) -> None:
-        now = perf_counter()
-        self.latencies.append(now - sent)
-        self.last = now
-        self.room.set()
-        if len(self.latencies) >= self.expected:
-            self.done.set()
-
-    async def window(self, published: int) -> None:
-        while published - len(self.latencies) > WINDOW:
-            self.room.clear()
-            await self.room.wait()
-
-
-def record(system: str, sink: Sink, start: float) -> dict[str, Any]:
-    ordered = sorted(sink.latencies)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(int(q / 100 * len(ordered)), len(ordered) - 1)] * 1e3, 3)
-
-    elapsed = sink.last - start
-    return {
-        "broker": "nats", "system": system, "case": "throughput",
-        "events_per_s": round(len(ordered) / elapsed, 1), "p50_ms": pct(50), "p99_ms": pct(99),
-        "events": len(ordered), "elapsed_s": round(elapsed, 3),
-    }
-
-
-async def run(
-    events: int, payload: int, sink: Sink, publish: Callable[[list[Payload]], Awaitable[None]]
-) -> float:
-    """Publish in chunks within the window; returns the start time."""
-    data = padding(payload)
-    start = perf_counter()
-    published = 0
-    while published < events:
-        await sink.window(published)
-        size = min(CHUNK, events - published)
-        sent = perf_counter()
-        await publish([Payload(seq=published + i, sent=sent, data=data) for i in range(size)])
-        published += size
-    async with asyncio.timeout(120):
-        await sink.done.wait()
-    return start
 
 
 async def herald_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
-    sink = Sink(events)
-    app = App("bench", broker=f"{SERVER}?namespace={namespace}")
-
-    @app.subscriber("bench", group="bench")
-    async def handle(event: BenchEvent) -> None:
-        sink.handled(event.sent)
-
-    async def publish(chunk: list[Payload]) -> None:
-        await app.publish_batch("bench", [BenchEvent(seq=p.seq, sent=p.sent, data=p.data) for p in chunk])
-
-    async with app:
-        start = await run(events, payload, sink, publish)
-    return record("herald", sink, start)
+    return await common.herald_case("nats", f"{SERVER}?namespace={namespace}", events, payload)
 
 
 async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig
 
-    sink = Sink(events)
-    decode = msgspec.json.Decoder(Payload).decode
-    encode = msgspec.json.Encoder().encode
+    sink = common.Sink(events)
+    decode, encode = common.decode, common.encode
     nc = await nats.connect(SERVER)
     js = nc.jetstream()
     stream, subject = f"{namespace}raw", f"{namespace}raw.events"
@@ -155,44 +70,37 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
                 sink.handled(decode(msg.data).sent)
             await msgs[-1].ack()  # AckAll: everything up to here is handled
 
-    async def publish(chunk: list[Payload]) -> None:
+    async def publish(chunk: list[common.Payload]) -> None:
         futures = [await js.publish_async(subject, encode(p)) for p in chunk]
         await asyncio.gather(*futures)
 
     consumer = asyncio.create_task(consume())
     try:
-        start = await run(events, payload, sink, publish)
+        start = await common.run(events, payload, sink, publish)
     finally:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         await js.delete_stream(stream)
         await nc.close()
-    return record("raw", sink, start)
+    return common.record("nats", "raw", sink, start)
 
 
 async def faststream_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
     from faststream.nats import JStream, NatsBroker, PullSub
 
-    sink = Sink(events)
+    sink = common.Sink(events)
     broker = NatsBroker(SERVER, logger=None)
     stream = JStream(f"{namespace}fs", subjects=[f"{namespace}fs.*"])
     subject = f"{namespace}fs.events"
+    broker.subscriber(subject, stream=stream, durable="fs",
+                      pull_sub=PullSub(batch_size=500, timeout=0.2))(common.faststream_handler(sink))
 
-    @broker.subscriber(subject, stream=stream, durable="fs", pull_sub=PullSub(batch_size=500, timeout=0.2))
-    async def handle(body: dict[str, Any]) -> None:
-        sink.handled(body["sent"])
-
-    async def publish(chunk: list[Payload]) -> None:
+    async def publish(chunk: list[common.Payload]) -> None:
         await asyncio.gather(*(broker.publish(msgspec.structs.asdict(p), subject, stream=stream.name)
                                for p in chunk))
 
-    await broker.start()
-    try:
-        start = await run(events, payload, sink, publish)
-    finally:
-        await broker.stop()
-    return record("faststream", sink, start)
+    return await common.faststream_run("nats", broker, events, payload, sink, publish)
 
 
 async def _drop_namespace(namespace: str) -> None:

@@ -32,118 +32,32 @@ if __name__ == "__main__":  # run as a script, this file's folder would shadow r
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 
 import asyncio
+import importlib.util
 import os
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from herald import App, Event
+# The shared half, loaded by path: this folder is no package, and on sys.path it would shadow the clients.
+_spec = importlib.util.spec_from_file_location("herald_bench_common", Path(__file__).with_name("_common.py"))
+if (common := sys.modules.get("herald_bench_common")) is None and _spec and _spec.loader:
+    common = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(common)
 
 SERVER = "redis://127.0.0.1:6379/0"
-CHUNK = 500
-WINDOW = 4000
-perf_counter = time.perf_counter
-
-
-class BenchEvent(Event, type="herald.bench.payload", version=1):
-    seq: int
-    sent: float
-    data: str
-
-
-class Payload(msgspec.Struct):
-    seq: int
-    sent: float
-    data: str
-
-
-def padding(size: int) -> str:
-    probe = msgspec.json.encode(Payload(seq=10_000, sent=perf_counter() + 1e5, data=""))
-    return "x" * max(size - len(probe), 0)
-
-
-class Sink:
-    """Notes latencies; wakes the publisher when the window has room."""
-
-    def __init__(self, expected: int) -> None:
-        self.latencies: list[float] = []
-        self.expected = expected
-        self.last = 0.0
-        self.room = asyncio.Event()
-        self.done = asyncio.Event()
-
-    def handled(self, sent: float) -> None:
-        now = perf_counter()
-        self.latencies.append(now - sent)
-        self.last = now
-        self.room.set()
-        if len(self.latencies) >= self.expected:
-            self.done.set()
-
-    async def window(self, published: int) -> None:
-        while published - len(self.latencies) > WINDOW:
-            self.room.clear()
-            await self.room.wait()
-
-
-def record(system: str, sink: Sink, start: float) -> dict[str, Any]:
-    ordered = sorted(sink.latencies)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(int(q / 100 * len(ordered)), len(ordered) - 1)] * 1e3, 3)
-
-    elapsed = sink.last - start
-    return {
-        "broker": "redis", "system": system, "case": "throughput",
-        "events_per_s": round(len(ordered) / elapsed, 1), "p50_ms": pct(50), "p99_ms": pct(99),
-        "events": len(ordered), "elapsed_s": round(elapsed, 3),
-    }
-
-
-async def run(
-    events: int, payload: int, sink: Sink, publish: Callable[[list[Payload]], Awaitable[None]]
-) -> float:
-    """Publish in chunks within the window; returns the start time."""
-    data = padding(payload)
-    start = perf_counter()
-    published = 0
-    while published < events:
-        await sink.window(published)
-        size = min(CHUNK, events - published)
-        sent = perf_counter()
-        await publish([Payload(seq=published + i, sent=sent, data=data) for i in range(size)])
-        published += size
-    async with asyncio.timeout(120):
-        await sink.done.wait()
-    return start
 
 
 async def herald_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
-    sink = Sink(events)
     options = os.environ.get("HERALD_REDIS_OPTIONS", "")  # e.g. "&partitions=4"
-    app = App("bench", broker=f"{SERVER}?namespace={namespace}{options}")
-
-    @app.subscriber("bench", group="bench")
-    async def handle(event: BenchEvent) -> None:
-        sink.handled(event.sent)
-
-    async def publish(chunk: list[Payload]) -> None:
-        await app.publish_batch("bench", [BenchEvent(seq=p.seq, sent=p.sent, data=p.data) for p in chunk])
-
-    async with app:
-        start = await run(events, payload, sink, publish)
-    return record("herald", sink, start)
+    return await common.herald_case("redis", f"{SERVER}?namespace={namespace}{options}", events, payload)
 
 
 async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
     import redis.asyncio
 
-    sink = Sink(events)
-    decode = msgspec.json.Decoder(Payload).decode
-    encode = msgspec.json.Encoder().encode
+    sink = common.Sink(events)
+    decode, encode = common.decode, common.encode
     client = redis.asyncio.Redis.from_url(SERVER)
     stream, group = f"{namespace}raw", "bench"
     await client.xgroup_create(stream, group, id="0", mkstream=True)
@@ -160,7 +74,7 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
                     sink.handled(decode(fields[b"data"]).sent)
                 await client.xack(stream, group, *[entry_id for entry_id, _ in entries])
 
-    async def publish(chunk: list[Payload]) -> None:
+    async def publish(chunk: list[common.Payload]) -> None:
         pipe = client.pipeline(transaction=False)
         for p in chunk:
             pipe.xadd(stream, {"data": encode(p), "content-type": "application/json"})
@@ -168,43 +82,37 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
 
     consumer = asyncio.create_task(consume())
     try:
-        start = await run(events, payload, sink, publish)
+        start = await common.run(events, payload, sink, publish)
     finally:
         stopping.set()
         await consumer
         await client.delete(stream)
         await client.aclose()
-    return record("raw", sink, start)
+    return common.record("redis", "raw", sink, start)
 
 
 async def faststream_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
     import redis.asyncio
     from faststream.redis import RedisBroker, StreamSub
 
-    sink = Sink(events)
+    sink = common.Sink(events)
     broker = RedisBroker(SERVER, logger=None)
     stream = f"{namespace}fs"
 
-    @broker.subscriber(stream=StreamSub(stream, group="bench", consumer="c1"))
-    async def handle(body: dict[str, Any]) -> None:
-        sink.handled(body["sent"])
-
+    broker.subscriber(stream=StreamSub(stream, group="bench", consumer="c1"))(common.faststream_handler(sink))
     pipes = redis.asyncio.Redis.from_url(SERVER)
 
-    async def publish(chunk: list[Payload]) -> None:
+    async def publish(chunk: list[common.Payload]) -> None:
         async with pipes.pipeline(transaction=False) as pipe:
             for p in chunk:
                 await broker.publish(msgspec.structs.asdict(p), stream=stream, pipeline=pipe)
             await pipe.execute()
 
-    await broker.start()
     try:
-        start = await run(events, payload, sink, publish)
+        return await common.faststream_run("redis", broker, events, payload, sink, publish)
     finally:
-        await broker.stop()
         await pipes.delete(stream)
         await pipes.aclose()
-    return record("faststream", sink, start)
 
 
 async def cases(events: int, payload: int = 256) -> list[dict[str, Any]]:
