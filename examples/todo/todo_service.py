@@ -154,9 +154,9 @@ class TodoService:
         transaction; returns the stream's version. ConcurrencyError when someone
         saved the todo first: then nothing is stored and nothing is published.
 
-        Repository.save appends in a transaction of its own, so it cannot take
-        the outbox rows along; this does what it does (expected version,
-        snapshot) inside the outbox's transaction instead.
+        `Repository.save(todo, outbox=..., topic=...)` does the same; this spells
+        it out because the events also carry the request id as their correlation
+        id (E1), which the repository's envelopes do not.
         """
         pending = todo.pending_events
         if not pending:

@@ -389,3 +389,50 @@ def test_bad_aggregate_classes_fail_when_defined() -> None:
             pass
     with pytest.raises(ConfigError, match="from_version must be an integer >= 1, got 0"):
         SnapshotUpcasters().register("todo", from_version=0)
+
+
+async def test_save_queues_the_events_in_the_outbox_in_the_same_transaction(store: EventStore) -> None:
+    from herald.brokers.memory import MemoryBroker
+    from herald.store import Outbox, OutboxRelay
+
+    outbox = Outbox(store, source="todo")
+    await outbox.setup()
+    repo = todos(store)
+    todo = Todo.create("t-out", user_id=1, title="post the letter")
+    await repo.save(todo, outbox=outbox, topic="todo-events")
+    assert (await outbox.status()).pending == 1
+
+    # A save that loses the race stores nothing and queues nothing.
+    first, second = await repo.load("t-out"), await repo.load("t-out")
+    first.complete()
+    await repo.save(first, outbox=outbox, topic="todo-events")
+    second.delete()
+    with pytest.raises(ConcurrencyError):
+        await repo.save(second, outbox=outbox, topic="todo-events")
+    assert (await outbox.status()).pending == 2
+
+    broker = MemoryBroker()
+    await broker.connect()
+    relay = OutboxRelay(store, broker, poll_interval=0.05)
+    await relay.start()
+    try:
+        for _ in range(200):
+            if (await outbox.status()).pending == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await relay.stop()
+    records = await broker.read_topic("todo-events")
+    assert [r.headers["ce_type"] for r in records] == ["todo.created", "todo.completed"]
+    assert {r.key for r in records} == {"t-out"}
+    await broker.close()
+
+
+async def test_save_wants_outbox_and_topic_together(store: EventStore) -> None:
+    from herald.store import Outbox
+
+    todo = Todo.create("t-half", user_id=1, title="x")
+    with pytest.raises(ConfigError, match="together"):
+        await todos(store).save(todo, outbox=Outbox(store), topic=None)
+    with pytest.raises(ConfigError, match="together"):
+        await todos(store).save(todo, topic="todo-events")

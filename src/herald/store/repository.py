@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from herald.codecs import PayloadDecoder
 from herald.errors import ConfigError, DecodeError, UnknownEventType
@@ -41,6 +41,9 @@ from herald.store.snapshot import (
     snapshot_upcasters,
 )
 from herald.upcasting import Upcasters, upcasters
+
+if TYPE_CHECKING:
+    from herald.store.outbox import Outbox
 
 __all__ = ["Repository"]
 
@@ -192,6 +195,8 @@ class Repository(Generic[A]):
         *,
         metadata: Mapping[str, str] | None = None,
         caused_by: Envelope | None = None,
+        outbox: Outbox | None = None,
+        topic: str | None = None,
     ) -> int:
         """Append the pending events, expecting the version the aggregate was
         loaded at; returns the stream's new version.
@@ -199,11 +204,16 @@ class Repository(Generic[A]):
         Raises ConcurrencyError when another writer saved first; the pending
         events stay on the aggregate (reload and run the command again, or
         use `update`). `caused_by`: the event being handled, for correlation.
+        With `outbox` and `topic`, the events are also queued for `topic` (keyed
+        by the aggregate id) in the same transaction: published after commit,
+        never for a save that failed.
         """
         if not isinstance(aggregate, self.aggregate):
             raise ConfigError(
                 f"this repository saves {self.aggregate.__name__}, got {type(aggregate).__name__}"
             )
+        if (outbox is None) != (topic is None) or (topic is not None and not isinstance(topic, str)):
+            raise ConfigError("save: give outbox= and topic= together (the topic a string), or neither")
         pending = aggregate.pending_events
         if not pending:
             return aggregate.version
@@ -218,15 +228,20 @@ class Repository(Generic[A]):
         every = self.snapshot_every
         if every is not None:
             await self._ensure_table()
+        snapshot = None
         if every is not None and aggregate.version // every > committed // every:
             snapshot = Snapshot(stream, self.aggregate.aggregate_type, aggregate.version,
                                 self.aggregate.snapshot_version, aggregate.snapshot_state())
+        if snapshot is None and outbox is None:
+            version = await self.store.append(stream, envelopes, expected, metadata)
+        else:
             async with self.store.transaction() as tx:
                 version = await tx.append(stream, envelopes, expected, metadata)
-                if version == aggregate.version:  # else a retried save: the events were there
-                    await self.snapshots.write(tx, snapshot)
-        else:
-            version = await self.store.append(stream, envelopes, expected, metadata)
+                if version == aggregate.version:  # else a retried save: all was written then
+                    if snapshot is not None:
+                        await self.snapshots.write(tx, snapshot)
+                    if outbox is not None and topic is not None:
+                        await outbox.add_many(tx, topic, envelopes, key=aggregate.id, stream=stream)
         aggregate.mark_saved()
         return version
 
