@@ -36,11 +36,9 @@ from examples.reference.parts import Place
 from examples.reference.service_process import ServiceProcess, ServiceProcessError
 
 from herald import App
-from tests.e2e.test_interactive import KAFKA, kafka_namespace
+from tests.e2e._services import KAFKA, POSTGRES_DSN, REDIS_URL, kafka_namespace, require
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTGRES = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
-REDIS = os.environ.get("HERALD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 WIDE = {"COLUMNS": "200"}  # rich wraps at 80 columns when not on a terminal
 
 
@@ -133,15 +131,8 @@ def test_bad_urls_are_one_line_errors(args: tuple[str, str], message: str) -> No
     assert done.stdout == ""
 
 
-def _require(port: int, name: str) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=3).close()
-    except OSError:
-        pytest.fail(f"{name} is not running on 127.0.0.1:{port}: run `bash scripts/services.sh up {name}`")
-
-
 async def _demo_schemas() -> list[str]:
-    conn = await asyncpg.connect(POSTGRES, timeout=10)
+    conn = await asyncpg.connect(POSTGRES_DSN, timeout=10)
     try:
         rows = await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'herald_demo_%'")
     finally:
@@ -150,12 +141,12 @@ async def _demo_schemas() -> list[str]:
 
 
 def test_demo_runs_each_service_in_a_process_of_its_own_on_kafka_postgres_and_redis() -> None:
-    for port, name in ((5432, "postgresql"), (6379, "redis")):
-        _require(port, name)
+    require("postgresql", "redis")
     before = asyncio.run(_demo_schemas())
     with kafka_namespace() as namespace:
         broker = f"kafka://{KAFKA}?namespace={namespace}"
-        done = herald_demo("--broker", broker, "--store", POSTGRES, "--cache", REDIS, timeout=280)
+        done = herald_demo("--broker", broker, "--store", POSTGRES_DSN, "--cache", REDIS_URL,
+                           timeout=280)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     out = done.stdout
     assert "each service in a process of its own" in out and "PostgreSQL" in out and "Redis" in out

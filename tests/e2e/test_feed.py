@@ -11,20 +11,13 @@ test fails, never skips, when one is not.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import random
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
-import redis.asyncio as redis
 from examples.feed import build, open_cache, open_storage
 from examples.feed.api import make_api
 from examples.feed.service import FeedService, FeedSettings
@@ -34,10 +27,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from herald import App, RetryPolicy
+from tests.e2e._services import KAFKA, POSTGRES_DSN, REDIS_URL, asgi_client, drop, new_tag, require, until
 
-POSTGRES_DSN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
-REDIS_URL = os.environ.get("HERALD_TEST_REDIS", "redis://127.0.0.1:6379/0")
-KAFKA = "127.0.0.1:9092"
 RETRY = RetryPolicy(attempts=3, backoff=0.02, stages=1, stage_delay=0.5)
 
 
@@ -48,72 +39,28 @@ class Flow:
     http: httpx.AsyncClient
 
 
-def _require_port(port: int, name: str) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        pytest.fail(f"{name} is not running on 127.0.0.1:{port}: run `bash scripts/services.sh up {name}`")
-
-
-async def _drop_schema(schema: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_DSN, timeout=10)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
-async def _drop_redis_keys(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-def _drop_kafka_namespace(namespace: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": KAFKA})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(namespace)]
-    for future in (admin.delete_topics(topics, request_timeout=15) if topics else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
-              if g.group_id.startswith(namespace)]
-    for future in (admin.delete_consumer_groups(groups, request_timeout=15) if groups else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
-
-
 @pytest.fixture(params=["embedded", "kafka-postgres-redis"])
 async def flow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Flow]:
     settings = FeedSettings(threshold=3, retry=RETRY)
-    tag = uuid.uuid4().hex[:10]
+    tag = new_tag()
     if request.param == "embedded":
         app = App("feed", broker=f"sqlite:///{tmp_path / 'herald.db'}", retry=RETRY)
         storage = open_storage(f"sqlite:///{tmp_path / 'feed.db'}")
         cache = open_cache("memory://", ttl=60)
     else:
-        for port, name in ((9092, "kafka"), (5432, "postgresql"), (6379, "redis")):
-            _require_port(port, name)
+        require("kafka", "postgresql", "redis")
         app = App("feed", broker=f"kafka://{KAFKA}?namespace=feed{tag}.&partitions=2", retry=RETRY)
         storage = open_storage(f"{POSTGRES_DSN}?schema=feed_{tag}")
         cache = open_cache(REDIS_URL, prefix=f"feed{tag}:", ttl=60)
     feed = build(app, storage, cache, settings)
     await app.start()
-    transport = httpx.ASGITransport(app=make_api(feed))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://feed") as http:
+        async with asgi_client(make_api(feed), "feed") as http:
             yield Flow(app, feed, http)
     finally:
         await app.stop()
         if request.param != "embedded":
-            await _drop_schema(f"feed_{tag}")
-            await _drop_redis_keys(f"feed{tag}:")
-            await asyncio.to_thread(_drop_kafka_namespace, f"feed{tag}.")
+            await drop(schemas=[f"feed_{tag}"], redis_prefix=f"feed{tag}:", kafka_namespace=f"feed{tag}.")
 
 
 async def test_feed_workload_end_to_end(flow: Flow) -> None:
@@ -135,7 +82,7 @@ async def test_feed_workload_over_http(flow: Flow) -> None:
     feed in a process of its own: follows, likes and articles through the API, the
     producer faults and the dead letters through the publishing endpoint beside it."""
     served = Starlette(routes=[*publishing.routes(flow.app), Mount("/", app=make_api(flow.feed))])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://feed") as http:
+    async with asgi_client(served, "feed") as http:
         client = HttpFeed(http, threshold=flow.feed.settings.threshold)
         expected = await drive(client, random.Random(11), None)
         follows, push, pull = expected.counts()
@@ -158,14 +105,6 @@ async def test_feed_workload_over_http(flow: Flow) -> None:
             answer = await http.post(publishing.PUBLISH_PATH, content=body)
             assert answer.status_code == status and message in answer.json()["error"], (body, answer.text)
         assert (await http.get(publishing.DEAD_LETTERS_PATH)).status_code == 400
-
-
-async def _until(predicate: object, timeout: float = 60.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "the feed did not catch up in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_feed_http_api(flow: Flow) -> None:
@@ -193,7 +132,7 @@ async def test_feed_http_api(flow: Flow) -> None:
         # follow notices 6, author 2's three articles to two fans, one like
         return bool(stats["pull_rows"] == 2 and stats["push_rows"] == 6 + 3 * 2 + 1)
 
-    await _until(caught_up)
+    await until(caught_up, "the feed")
     rows, cursor = [], None
     while True:
         params = {"limit": "2", **({"cursor": cursor} if cursor else {})}

@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from examples.interactive.api import create_api
 from examples.interactive.cache import open_cache
@@ -27,46 +24,16 @@ from examples.interactive.storage import open_storage
 from examples.interactive.workload import HttpInteractive, check, drive, summary
 
 from herald import App, Batch
-from tests.unit.test_interactive_rules import (
-    POSTGRES,
-    REDIS,
-    drop_keys,
-    drop_schema,
-    postgres_schema,
-    redis_prefix,
+from tests.e2e._services import (
+    KAFKA,
+    POSTGRES_DSN,
+    REDIS_URL,
+    drop,
+    kafka_namespace,
+    new_tag,
+    require,
+    serving,
 )
-
-KAFKA = "127.0.0.1:9092"
-
-
-def require_kafka() -> None:
-    try:
-        socket.create_connection(("127.0.0.1", 9092), timeout=2).close()
-    except OSError:
-        pytest.fail("Kafka is not running on 127.0.0.1:9092: run `bash scripts/services.sh up kafka`")
-
-
-@contextlib.contextmanager
-def kafka_namespace() -> Iterator[str]:
-    """A namespace of its own; its topics and groups are deleted afterwards."""
-    require_kafka()
-    namespace = f"e2e{uuid.uuid4().hex[:10]}."
-    try:
-        yield namespace
-    finally:
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": KAFKA})
-        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(namespace)]
-        for future in (admin.delete_topics(topics, request_timeout=15) if topics else {}).values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=15)
-        groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
-                  if g.group_id.startswith(namespace)]
-        for future in (admin.delete_consumer_groups(groups, request_timeout=15)
-                       if groups else {}).values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=15)
 
 
 @dataclass
@@ -82,14 +49,15 @@ async def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         yield Deployment(f"sqlite:///{tmp_path / 'herald.db'}",
                          f"sqlite:///{tmp_path / 'interactive.db'}", "memory://")
         return
-    schema, prefix = await postgres_schema(), await redis_prefix()
+    require("postgresql", "redis")
+    tag = new_tag()
+    schema, prefix = f"interactive_{tag}", f"interactive{tag}:"
     try:
         with kafka_namespace() as namespace:
             yield Deployment(f"kafka://{KAFKA}?namespace={namespace}",
-                             f"{POSTGRES}?schema={schema}", f"{REDIS}?prefix={prefix}")
+                             f"{POSTGRES_DSN}?schema={schema}", f"{REDIS_URL}?prefix={prefix}")
     finally:
-        await drop_schema(schema)
-        await drop_keys(prefix)
+        await drop(schemas=[schema], redis_prefix=prefix)
 
 
 @contextlib.asynccontextmanager
@@ -97,11 +65,8 @@ async def running(deployment: Deployment) -> AsyncIterator[tuple[InteractiveServ
     app = App("interactive", broker=deployment.broker)
     settings = InteractiveSettings(batch=Batch(size=10, timeout=1.0))  # the seed's figures
     service = build(app, open_storage(deployment.storage), open_cache(deployment.cache), settings)
-    api = create_api(service, run_app=True)
-    async with api.router.lifespan_context(api):
-        transport = httpx.ASGITransport(app=api)
-        async with httpx.AsyncClient(transport=transport, base_url="http://interactive") as client:
-            yield service, HttpInteractive(client)
+    async with serving(create_api(service, run_app=True), "interactive") as client:
+        yield service, HttpInteractive(client)
 
 
 async def test_interactive_flow_end_to_end(deployment: Deployment) -> None:

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from examples.jobs.api import create_api
 from examples.jobs.events import USER_TOPIC, UserSyncReq
@@ -24,7 +23,7 @@ from examples.jobs.service import JobsService, build
 from examples.jobs.workload import HttpJobs, check, drive, summary
 
 from herald import App, Context, Tick
-from tests.e2e.test_interactive import KAFKA, kafka_namespace
+from tests.e2e._services import KAFKA, kafka_namespace, serving
 
 
 @pytest.fixture(params=["sqlite", "kafka"])
@@ -39,11 +38,8 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @contextlib.asynccontextmanager
 async def running(broker: str) -> AsyncIterator[tuple[JobsService, HttpJobs]]:
     service = build(App("jobs", broker=broker))
-    api = create_api(service, run_app=True)
-    async with api.router.lifespan_context(api):
-        transport = httpx.ASGITransport(app=api)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobs") as client:
-            yield service, HttpJobs(client)
+    async with serving(create_api(service, run_app=True), "jobs") as client:
+        yield service, HttpJobs(client)
 
 
 async def test_j1_j2_j3_jobs_flow_end_to_end(broker: str) -> None:

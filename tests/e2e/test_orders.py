@@ -9,17 +9,15 @@ import contextlib
 import os
 import socket
 import sys
-import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
-import pytest
 from examples.orders import HttpOrders, OrderSystem, Outcomes, drive, run
 from examples.orders import check as check_outcomes
 from examples.orders.api import make_api
 
-POSTGRES_DSN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
+from tests.e2e._services import POSTGRES_DSN, drop, new_tag, require
+
 NATS_URL = os.environ.get("HERALD_TEST_NATS", "nats://127.0.0.1:4222")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,19 +42,14 @@ async def test_order_saga_on_the_embedded_default() -> None:
 
 
 async def test_order_saga_on_postgres_and_nats() -> None:
-    schema = f"orders_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = await asyncpg.connect(POSTGRES_DSN, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES_DSN} is not answering ({exc}): "
-                    "start it with `bash scripts/services.sh up postgresql`")
+    require("postgresql")
+    schema = f"orders_{new_tag()}"
     try:
         outcomes = await run(NATS_URL, f"{POSTGRES_DSN}?schema={schema}", happy_orders=3,
                              payment_timeout=2.0)
         check(outcomes, 3)
     finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+        await drop(schemas=[schema])
 
 
 def _free_port() -> int:

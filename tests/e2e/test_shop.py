@@ -16,18 +16,13 @@ test fails, never skips, when one is not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from examples.shop import ShopSettings, ShopSystem, from_urls, shop_from_urls, store_from_urls
@@ -35,9 +30,8 @@ from examples.shop.api import make_api
 from examples.shop.workload import HttpShop, LocalShop, check, drive, summary
 
 from herald import RetryPolicy
+from tests.e2e._services import KAFKA, POSTGRES_DSN, asgi_client, drop, new_tag, require
 
-POSTGRES_DSN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
-KAFKA = "127.0.0.1:9092"
 SETTINGS = ShopSettings(clusters=("north",), relay_poll_interval=0.1, restock_below=2,
                         retry=RetryPolicy(attempts=3, backoff=0.02, stages=1, stage_delay=0.5))
 
@@ -51,46 +45,14 @@ class Flow:
         return HttpShop(self.http, clusters=SETTINGS.cluster_names(), restock_below=SETTINGS.restock_below)
 
 
-def _require_port(port: int, name: str) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        pytest.fail(f"{name} is not running on 127.0.0.1:{port}: run `bash scripts/services.sh up {name}`")
-
-
-async def _drop_schemas(*schemas: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_DSN, timeout=10)
-    try:
-        for schema in schemas:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
-def _drop_kafka_namespace(namespace: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": KAFKA})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(namespace)]
-    for future in (admin.delete_topics(topics, request_timeout=15) if topics else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
-              if g.group_id.startswith(namespace)]
-    for future in (admin.delete_consumer_groups(groups, request_timeout=15) if groups else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
-
-
 @pytest.fixture(params=["embedded", "kafka-postgres"])
 async def flow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Flow]:
-    tag = uuid.uuid4().hex[:10]
+    tag = new_tag()
     if request.param == "embedded":
         system = from_urls(f"sqlite:///{tmp_path / 'herald.db'}", f"sqlite:///{tmp_path / 'shop.db'}",
                            clusters={"north": f"sqlite:///{tmp_path / 'herald-north.db'}"}, settings=SETTINGS)
     else:
-        for port, name in ((9092, "kafka"), (5432, "postgresql")):
-            _require_port(port, name)
+        require("kafka", "postgresql")
         system = from_urls(
             f"kafka://{KAFKA}?namespace=shop{tag}.&partitions=2",
             f"{POSTGRES_DSN}?schema=shop_{tag}",
@@ -99,15 +61,13 @@ async def flow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             settings=SETTINGS,
         )
     await system.start()
-    transport = httpx.ASGITransport(app=make_api(system.shop, system.store))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
+        async with asgi_client(make_api(system.shop, system.store), "shop") as http:
             yield Flow(system, http)
     finally:
         await system.stop()
         if request.param != "embedded":
-            await _drop_schemas(f"shop_{tag}", f"store_{tag}")
-            await asyncio.to_thread(_drop_kafka_namespace, f"shop{tag}")
+            await drop(schemas=[f"shop_{tag}", f"store_{tag}"], kafka_namespace=f"shop{tag}")
 
 
 async def test_shop_workload_over_http(flow: Flow) -> None:
@@ -233,10 +193,8 @@ async def test_shop_and_store_as_separate_services(tmp_path: Path) -> None:
     await store.app.start()
     await shop.app.start()
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=make_api(shop=shop)),
-                                     base_url="http://shop") as shop_http, \
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=make_api(store=store)),
-                                  base_url="http://store") as store_http:
+        async with asgi_client(make_api(shop=shop), "shop") as shop_http, \
+                asgi_client(make_api(store=store), "store") as store_http:
             assert (await store_http.get("/goods")).status_code == 404  # each API serves its own part
             target = HttpShop(shop_http, store_http, clusters=SETTINGS.cluster_names(),
                               restock_below=SETTINGS.restock_below)

@@ -12,17 +12,10 @@ test fails, never skips, when one is not.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import random
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
-import httpx
 import pytest
 from examples.todo.client import HttpTodo
 from examples.todo.events import TOPIC
@@ -30,49 +23,16 @@ from examples.todo.system import TodoSystem, build, embedded, from_urls
 from examples.todo.workload import check, drive, summary
 
 from herald import Message
-
-POSTGRES_DSN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
-KAFKA = "127.0.0.1:9092"
-
-
-def _require_port(port: int, name: str) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        pytest.fail(f"{name} is not running on 127.0.0.1:{port}: run `bash scripts/services.sh up {name}`")
-
-
-async def _drop_schema(schema: str) -> None:
-    conn = await asyncpg.connect(POSTGRES_DSN, timeout=10)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
-def _drop_kafka_namespace(namespace: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": KAFKA})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(namespace)]
-    for future in (admin.delete_topics(topics, request_timeout=15) if topics else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
-              if g.group_id.startswith(namespace)]
-    for future in (admin.delete_consumer_groups(groups, request_timeout=15) if groups else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
+from tests.e2e._services import KAFKA, POSTGRES_DSN, asgi_client, drop, new_tag, require, until
 
 
 @pytest.fixture(params=["embedded", "kafka-postgres"])
 async def system(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TodoSystem]:
-    tag = uuid.uuid4().hex[:10]
+    tag = new_tag()
     if request.param == "embedded":
         made = embedded(tmp_path)
     else:
-        for port, name in ((9092, "kafka"), (5432, "postgresql")):
-            _require_port(port, name)
+        require("kafka", "postgresql")
         made = from_urls(f"kafka://{KAFKA}?namespace=todo{tag}.&partitions=2",
                          f"{POSTGRES_DSN}?schema=todo_{tag}&poll_interval=0.1")
     await made.start()
@@ -81,8 +41,7 @@ async def system(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     finally:
         await made.stop()
         if request.param != "embedded":
-            await _drop_schema(f"todo_{tag}")
-            await asyncio.to_thread(_drop_kafka_namespace, f"todo{tag}.")
+            await drop(schemas=[f"todo_{tag}"], kafka_namespace=f"todo{tag}.")
 
 
 async def test_todo_workload_end_to_end(system: TodoSystem) -> None:
@@ -111,7 +70,7 @@ async def test_todo_workload_over_http_with_readers_of_its_own(system: TodoSyste
     try:
         # An earlier run's garbage: dead-lettered in both groups, but not this run's.
         await readers.todo.app.broker.publish([Message(TOPIC, b"\x00old garbage", {"x-run": "earlier"})])
-        async with _client(system.apis()["todo"], "todo") as http:
+        async with asgi_client(system.apis()["todo"], "todo") as http:
             target = HttpTodo(http, readers)
             expected = await drive(target, random.Random(7), todos=40)
             assert expected.refused == 5
@@ -127,26 +86,14 @@ async def test_todo_workload_over_http_with_readers_of_its_own(system: TodoSyste
         await readers.close_readers()
 
 
-async def _until(predicate: object, timeout: float = 60.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "the services did not catch up in time"
-        await asyncio.sleep(0.1)
-
-
-def _client(api: object, name: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url=f"http://{name}")  # type: ignore[arg-type]
-
-
 async def test_todo_http_apis(system: TodoSystem) -> None:
     """Every service through HTTP: commands and both query sides of the todo
     service, the event store's lookups (E3), notification and analytics; garbage
     gets a clear 4xx and changes nothing."""
     apis = system.apis()
-    async with (_client(apis["todo"], "todo") as todo, _client(apis["event-store"], "store") as store,
-                _client(apis["notification"], "notification") as notes,
-                _client(apis["analytics"], "analytics") as stats):
+    async with (asgi_client(apis["todo"], "todo") as todo, asgi_client(apis["event-store"], "store") as store,
+                asgi_client(apis["notification"], "notification") as notes,
+                asgi_client(apis["analytics"], "analytics") as stats):
         response = await todo.post("/todos", json={"user_id": 7, "title": "buy milk", "priority": 2},
                                    headers={"x-request-id": "req-1"})
         assert response.status_code == 201, response.text
@@ -250,7 +197,7 @@ async def test_todo_http_apis(system: TodoSystem) -> None:
             sent = (await notes.get("/notifications")).json()["notifications"]
             return sum(counted.values()) >= 5 and len(sent) >= 2
 
-        await _until(caught_up)
+        await until(caught_up, "the services")
         assert (await stats.get("/counts")).json()["counts"] == {
             "todo.completed": 1, "todo.created": 2, "todo.deleted": 1, "todo.priority_changed": 1}
         minutes = (await stats.get("/timeline", params={"type": "todo.created"})).json()["minutes"]

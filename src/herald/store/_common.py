@@ -1,14 +1,16 @@
-"""Pure helpers both event stores share: argument checks, the expected-version
-rules, the idempotent-retry rule, the row codec, and the guard against an
-append that would wait for the caller's own transaction."""
+"""Helpers both event stores share: argument checks, the expected-version
+rules, the idempotent-retry rule, the row codec, the subscribe loop, and the
+guard against an append that would wait for the caller's own transaction.
+Each backend keeps its SQL; what is the same in both lives here once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -22,10 +24,17 @@ from herald.store.base import (
     ExpectedVersion,
     StoredEvent,
     StoreError,
+    StoreStats,
 )
+
+if TYPE_CHECKING:
+    from herald.brokers._log import DataSignal
+    from herald.store.base import EventStore
 
 encode = msgspec.msgpack.Encoder().encode
 decode_map = msgspec.msgpack.Decoder(dict[str, str]).decode
+# The columns of herald_events in the order `stored_event` takes them.
+COLUMNS = "stream, version, position, attributes, data, metadata, recorded_at, event_id"
 
 
 class _Attributes(
@@ -112,10 +121,14 @@ def _fast_path_agrees() -> bool:
 _FAST = _fast_path_agrees()
 
 
-def check_append(stream: str, events: Sequence[Envelope], expected: Expected) -> None:
-    """Raise ConfigError for arguments no store could accept."""
+def check_stream(stream: str) -> None:
     if not isinstance(stream, str) or not stream:
         raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
+
+
+def check_append(stream: str, events: Sequence[Envelope], expected: Expected) -> None:
+    """Raise ConfigError for arguments no store could accept."""
+    check_stream(stream)
     if isinstance(events, (str, bytes, Envelope)) or not isinstance(events, Sequence):
         raise ConfigError(f"append takes a list of Envelopes, got {type(events).__name__}")
     if not events:
@@ -133,6 +146,15 @@ def check_append(stream: str, events: Sequence[Envelope], expected: Expected) ->
             )
     if len({e.id for e in events}) != len(events):
         raise ConfigError(f"append to {stream!r} holds the same event id twice")
+
+
+def check_append_args(
+    stream: str, events: Sequence[Envelope], expected: Expected, metadata: Mapping[str, str] | None
+) -> dict[str, str]:
+    """`append`'s arguments checked (check_append, check_metadata); the
+    metadata to record."""
+    check_append(stream, events, expected)
+    return check_metadata(metadata)
 
 
 def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -158,11 +180,33 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-def check_types(types: Sequence[str], since: datetime | None) -> None:
+def check_read_stream(stream: str, from_version: int | None, limit: int | None, backwards: bool) -> int:
+    """`read_stream`'s arguments checked; the version it reads from (default:
+    the first, or `backwards` the last)."""
+    check_stream(stream)
+    if from_version is not None:
+        check_read("from_version", from_version, 0)
+    if limit is not None:
+        check_read("limit", limit, 0)
+    if from_version is not None:
+        return from_version
+    return 2**62 if backwards else 1
+
+
+def check_types(types: Sequence[str], since: datetime | None, limit: int) -> None:
+    """`read_by_type`'s arguments."""
     if isinstance(types, str) or not all(isinstance(t, str) and t for t in types):
         raise ConfigError(f"types must be a list of event type names, got {types!r}")
     if since is not None and not isinstance(since, datetime):
         raise ConfigError(f"since must be a datetime, got {since!r}")
+    check_read("limit", limit, 0)
+
+
+def check_streams(prefix: str, limit: int) -> None:
+    """`streams`' arguments."""
+    if not isinstance(prefix, str):
+        raise ConfigError(f"prefix must be a string, got {prefix!r}")
+    check_read("limit", limit, 0)
 
 
 def expected_holds(expected: Expected, current: int) -> bool:
@@ -215,6 +259,42 @@ def stored_event(
 
 def utc(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
+
+
+def store_stats(streams: int, types: Iterable[Sequence[Any]], last: int) -> StoreStats:
+    """`stats` from the backend's counts: streams, (type, events) rows most
+    frequent first, the last position."""
+    counts = {t: int(n) for t, n in types}
+    return StoreStats(int(streams), sum(counts.values()), int(last), counts)
+
+
+async def follow(
+    store: EventStore,
+    after: int,
+    signal: DataSignal,
+    poll_interval: float,
+    *,
+    ready: Callable[[], Awaitable[None]] | None = None,
+    idle: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[StoredEvent]:
+    """`subscribe`: catch up from `after` with `read_all`, then, whenever a
+    read finds nothing new, wait for `signal` (an append in this process) or
+    `poll_interval` (one elsewhere). `ready` runs once before the first read,
+    `idle` before each wait."""
+    check_read("after", after, 0)
+    if ready is not None:
+        await ready()
+    position = after
+    while True:
+        seen = signal.version
+        batch = await store.read_all(position, 500)
+        for event in batch:
+            position = event.position
+            yield event
+        if not batch:
+            if idle is not None:
+                await idle()
+            await signal.wait(seen, poll_interval)
 
 
 # (store, task) pairs whose transaction() block is open: a plain store.append

@@ -21,13 +21,17 @@ from herald.brokers._log import DataSignal
 from herald.errors import ConfigError
 from herald.event import Envelope
 from herald.store._common import (
-    check_append,
-    check_metadata,
+    COLUMNS,
+    check_append_args,
     check_read,
+    check_read_stream,
     check_seconds,
+    check_streams,
     check_types,
+    follow,
     inside_transaction,
     refuse_nested_append,
+    store_stats,
     stored_event,
 )
 from herald.store.base import (
@@ -51,7 +55,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 __all__ = ["PostgresEventStore", "PostgresTransaction", "describe_dsn"]
 
-_COLUMNS = "stream, version, position, attributes, data, metadata, recorded_at, event_id"
 _START = "bash scripts/services.sh up postgresql"
 _CONNECTION_ERRORS = CONNECTION_ERRORS
 
@@ -166,6 +169,8 @@ class PostgresEventStore(EventStore):
     async def _listen(self) -> None:
         """A connection of its own for LISTEN, shared by this store's
         subscribers; if it fails, polling still works."""
+        if self._listening:
+            return
         async with self._listen_lock:
             if not self._listening and self._pool is not None:
                 await self._start_listening()
@@ -226,8 +231,7 @@ class PostgresEventStore(EventStore):
         expected: Expected = ExpectedVersion.ANY,
         metadata: Mapping[str, str] | None = None,
     ) -> int:
-        check_append(stream, events, expected)
-        meta = check_metadata(metadata)
+        meta = check_append_args(stream, events, expected, metadata)
         refuse_nested_append(self)
         with self._errors("append to"):
             async with self._connection() as conn:
@@ -276,67 +280,49 @@ class PostgresEventStore(EventStore):
         backwards: bool = False,
         limit: int | None = None,
     ) -> list[StoredEvent]:
-        if not isinstance(stream, str) or not stream:
-            raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
-        if from_version is not None:
-            check_read("from_version", from_version, 0)
-        if limit is not None:
-            check_read("limit", limit, 0)
-        if backwards:
-            sql = (f"SELECT {_COLUMNS} FROM {self._table} WHERE stream = $1 AND version <= $2"
-                   " ORDER BY version DESC LIMIT $3")
-            start = 2**62 if from_version is None else from_version
-        else:
-            sql = (f"SELECT {_COLUMNS} FROM {self._table} WHERE stream = $1 AND version >= $2"
-                   " ORDER BY version LIMIT $3")
-            start = 1 if from_version is None else from_version
-        return await self._query(sql, stream, start, limit)
+        start = check_read_stream(stream, from_version, limit, backwards)
+        order = "<= $2 ORDER BY version DESC" if backwards else ">= $2 ORDER BY version"
+        return await self._query(
+            f"SELECT {COLUMNS} FROM {self._table} WHERE stream = $1 AND version {order} LIMIT $3",
+            stream, start, limit,
+        )
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         check_read("after", after, 0)
         check_read("limit", limit, 0)
         return await self._query(
-            f"SELECT {_COLUMNS} FROM {self._table} WHERE position > $1 ORDER BY position LIMIT $2",
+            f"SELECT {COLUMNS} FROM {self._table} WHERE position > $1 ORDER BY position LIMIT $2",
             after, limit,
         )
 
     async def read_by_type(
         self, types: Sequence[str], since: datetime | None = None, limit: int = 1000
     ) -> list[StoredEvent]:
-        check_types(types, since)
-        check_read("limit", limit, 0)
+        check_types(types, since, limit)
         if not types:
             return []
         if since is not None and since.tzinfo is None:
             since = since.astimezone(UTC)  # naive: local time, as on SQLite (datetime.timestamp)
         return await self._query(
-            f"SELECT {_COLUMNS} FROM {self._table} WHERE type = ANY ($1) AND recorded_at >= $2"
+            f"SELECT {COLUMNS} FROM {self._table} WHERE type = ANY ($1) AND recorded_at >= $2"
             " ORDER BY position LIMIT $3",
             list(types), since or datetime.fromtimestamp(0, UTC), limit,
         )
 
-    async def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:
-        check_read("after", after, 0)
+    def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:
+        # LISTEN from the first subscriber on, and again when the listener was
+        # lost: a store that only writes keeps no listener connection for the
+        # server to wake on every commit
+        return follow(
+            self, after, self.signal, self._poll_interval, ready=self._subscribing, idle=self._listen
+        )
+
+    async def _subscribing(self) -> None:
         self._require()
-        # LISTEN from the first subscriber on: a store that only writes keeps no
-        # listener connection for the server to wake on every commit
         await self._listen()
-        position = after
-        while True:
-            seen = self.signal.version
-            batch = await self.read_all(position, 500)
-            for event in batch:
-                position = event.position
-                yield event
-            if not batch:
-                if not self._listening:
-                    await self._listen()
-                await self.signal.wait(seen, self._poll_interval)
 
     async def streams(self, prefix: str = "", limit: int = 100) -> list[StreamInfo]:
-        if not isinstance(prefix, str):
-            raise ConfigError(f"prefix must be a string, got {prefix!r}")
-        check_read("limit", limit, 0)
+        check_streams(prefix, limit)
         with self._errors("read from"):
             async with self._connection() as conn:
                 rows = await conn.fetch(
@@ -360,8 +346,7 @@ class PostgresEventStore(EventStore):
                     f"SELECT type, COUNT(*) AS n FROM {self._table} GROUP BY type ORDER BY n DESC, type"
                 )
                 last = await conn.fetchval(f"SELECT COALESCE(MAX(position), 0) FROM {self._table}")
-        counts = {row[0]: int(row[1]) for row in types}
-        return StoreStats(int(streams), sum(counts.values()), int(last), counts)
+        return store_stats(streams, types, last)
 
     async def _query(self, sql: str, *params: Any) -> list[StoredEvent]:
         with self._errors("read from"):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 from herald.event import Envelope
-from herald.store._common import check_append, check_metadata, encode, idempotent
+from herald.store._common import check_append_args, encode, idempotent
 from herald.store.base import ConcurrencyError, Expected, ExpectedVersion, StoreTransaction
 
 try:
@@ -59,8 +59,7 @@ class PostgresTransaction(StoreTransaction):
         expected: Expected = ExpectedVersion.ANY,
         metadata: Mapping[str, str] | None = None,
     ) -> int:
-        check_append(stream, events, expected)
-        meta = check_metadata(metadata)
+        meta = check_append_args(stream, events, expected, metadata)
         version = await append_on(self._conn, self._append_sql, self._table, stream, events, expected, meta)
         self.appended = True
         return version

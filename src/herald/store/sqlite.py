@@ -22,17 +22,22 @@ from herald.brokers._log import DataSignal
 from herald.errors import ConfigError
 from herald.event import Envelope
 from herald.store._common import (
+    COLUMNS,
     check_append,
-    check_metadata,
+    check_append_args,
     check_read,
+    check_read_stream,
     check_seconds,
+    check_streams,
     check_types,
     decode_map,
     encode,
     expected_holds,
+    follow,
     idempotent,
     inside_transaction,
     refuse_nested_append,
+    store_stats,
     utc,
 )
 from herald.store._common import stored_event as _stored_event
@@ -86,7 +91,7 @@ _encode = encode
 _decode_map = decode_map
 _idempotent = idempotent
 _time = utc
-_COLUMNS = "stream, version, position, attributes, data, metadata, recorded_at, event_id"
+_LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM herald_events"
 Row = tuple[str, int, int, bytes, bytes, bytes, float, str]
 
 
@@ -137,8 +142,7 @@ class SqliteEventStore(EventStore):
         expected: Expected = ExpectedVersion.ANY,
         metadata: Mapping[str, str] | None = None,
     ) -> int:
-        check_append(stream, events, expected)
-        meta = check_metadata(metadata)
+        meta = check_append_args(stream, events, expected, metadata)
         refuse_nested_append(self)
         async with self._write_lock:
             version = await self._db.run(append_rows, stream, list(events), expected, meta, time.time())
@@ -182,61 +186,40 @@ class SqliteEventStore(EventStore):
         backwards: bool = False,
         limit: int | None = None,
     ) -> list[StoredEvent]:
-        if not isinstance(stream, str) or not stream:
-            raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
-        if from_version is not None:
-            check_read("from_version", from_version, 0)
-        if limit is not None:
-            check_read("limit", limit, 0)
-        if backwards:
-            sql = (f"SELECT {_COLUMNS} FROM herald_events WHERE stream = ? AND version <= ?"
-                   " ORDER BY version DESC LIMIT ?")
-            start = 2**62 if from_version is None else from_version
-        else:
-            sql = (f"SELECT {_COLUMNS} FROM herald_events WHERE stream = ? AND version >= ?"
-                   " ORDER BY version LIMIT ?")
-            start = 1 if from_version is None else from_version
-        return await self._query(sql, (stream, start, -1 if limit is None else limit))
+        start = check_read_stream(stream, from_version, limit, backwards)
+        order = "<= ? ORDER BY version DESC" if backwards else ">= ? ORDER BY version"
+        return await self._query(
+            f"SELECT {COLUMNS} FROM herald_events WHERE stream = ? AND version {order} LIMIT ?",
+            (stream, start, -1 if limit is None else limit),
+        )
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         check_read("after", after, 0)
         check_read("limit", limit, 0)
         return await self._query(
-            f"SELECT {_COLUMNS} FROM herald_events WHERE position > ? ORDER BY position LIMIT ?",
+            f"SELECT {COLUMNS} FROM herald_events WHERE position > ? ORDER BY position LIMIT ?",
             (after, limit),
         )
 
     async def read_by_type(
         self, types: Sequence[str], since: datetime | None = None, limit: int = 1000
     ) -> list[StoredEvent]:
-        check_types(types, since)
-        check_read("limit", limit, 0)
+        check_types(types, since, limit)
         if not types:
             return []
         marks = ", ".join("?" for _ in types)
         return await self._query(
-            f"SELECT {_COLUMNS} FROM herald_events WHERE type IN ({marks}) AND recorded_at >= ?"
+            f"SELECT {COLUMNS} FROM herald_events WHERE type IN ({marks}) AND recorded_at >= ?"
             " ORDER BY position LIMIT ?",
             # datetimes hold microseconds, the column a float: allow for the rounding
             (*types, since.timestamp() - 1e-6 if since else 0.0, limit),
         )
 
-    async def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:
-        check_read("after", after, 0)
-        position = after
-        while True:
-            seen = self.signal.version
-            batch = await self.read_all(position, 500)
-            for event in batch:
-                position = event.position
-                yield event
-            if not batch:
-                await self.signal.wait(seen, self._poll_interval)
+    def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:
+        return follow(self, after, self.signal, self._poll_interval)
 
     async def streams(self, prefix: str = "", limit: int = 100) -> list[StreamInfo]:
-        if not isinstance(prefix, str):
-            raise ConfigError(f"prefix must be a string, got {prefix!r}")
-        check_read("limit", limit, 0)
+        check_streams(prefix, limit)
 
         def query(db: sqlite3.Connection) -> list[StreamInfo]:
             rows = db.execute(
@@ -250,7 +233,7 @@ class SqliteEventStore(EventStore):
 
     async def last_position(self) -> int:
         def query(db: sqlite3.Connection) -> int:
-            return int(db.execute("SELECT COALESCE(MAX(position), 0) FROM herald_events").fetchone()[0])
+            return int(db.execute(_LAST_POSITION).fetchone()[0])
 
         return await self._db.run(query)
 
@@ -260,8 +243,8 @@ class SqliteEventStore(EventStore):
             types = db.execute(
                 "SELECT type, COUNT(*) AS n FROM herald_events GROUP BY type ORDER BY n DESC, type"
             ).fetchall()
-            last = int(db.execute("SELECT COALESCE(MAX(position), 0) FROM herald_events").fetchone()[0])
-            return StoreStats(streams, sum(n for _, n in types), last, {t: int(n) for t, n in types})
+            last = int(db.execute(_LAST_POSITION).fetchone()[0])
+            return store_stats(streams, types, last)
 
         return await self._db.run(query)
 
@@ -290,8 +273,7 @@ class SqliteTransaction(StoreTransaction):
         expected: Expected = ExpectedVersion.ANY,
         metadata: Mapping[str, str] | None = None,
     ) -> int:
-        check_append(stream, events, expected)
-        meta = check_metadata(metadata)
+        meta = check_append_args(stream, events, expected, metadata)
         version = await self._db.run(_append_savepoint, stream, list(events), expected, meta, time.time())
         self.appended = True
         return version
