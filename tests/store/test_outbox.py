@@ -432,3 +432,19 @@ async def test_a_key_in_backoff_does_not_starve_the_others(
     assert [d.key for d in await published(broker, "orders")] == ["free"]
     assert await relay.run_once() == 0
     assert (await outbox.status()).pending == 1001
+
+
+def test_envelope_of_takes_a_correlation_without_a_parent() -> None:
+    from examples.todo.events import TodoCreated
+
+    from herald.store import envelope_of
+
+    event = TodoCreated(todo_id="t1", user_id=1, title="x", priority=1)
+    plain = envelope_of(event, "todo")
+    assert plain.correlationid == plain.id and plain.causationid is None
+    tied = envelope_of(event, "todo", correlation_id="req-42", causation_id="req-42")
+    assert (tied.correlationid, tied.causationid) == ("req-42", "req-42")
+    with pytest.raises(ConfigError, match="not both"):
+        envelope_of(event, "todo", parent=plain, correlation_id="req-42")
+    with pytest.raises(ConfigError, match="non-empty"):
+        envelope_of(event, "todo", correlation_id="")

@@ -425,10 +425,18 @@ def envelope_of(
     parent: Envelope | None = None,
     subject: str | None = None,
     id: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
 ) -> Envelope:
     """The CloudEvents envelope of an Event (or a Protobuf message), for code
     below the App. With `parent` (the event being handled) correlation and
-    causation follow it, as `App.publish` does inside a handler."""
+    causation follow it, as `App.publish` does inside a handler; without one,
+    `correlation_id` and `causation_id` (a request id, say) set them."""
+    if parent is not None and (correlation_id is not None or causation_id is not None):
+        raise ConfigError("envelope_of: give parent= or correlation_id=/causation_id=, not both")
+    for name, value in (("correlation_id", correlation_id), ("causation_id", causation_id)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"envelope_of: {name} must be a non-empty string, got {value!r}")
     cls = type(event)
     if not hasattr(cls, "__event_type__") and not hasattr(cls, "DESCRIPTOR"):
         raise ConfigError(
@@ -443,7 +451,7 @@ def envelope_of(
         subject = event.event_subject()
     event_id = id or new_event_id()
     if parent is None:
-        correlation, causation, traceparent = event_id, None, None
+        correlation, causation, traceparent = correlation_id or event_id, causation_id, None
     else:
         correlation, causation = parent.correlationid or parent.id, parent.id
         traceparent = parent.traceparent
