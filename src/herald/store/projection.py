@@ -29,19 +29,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from herald.codecs import PayloadDecoder
 from herald.errors import ConfigError
 from herald.event import type_name_of
 from herald.store.base import EventStore, StoredEvent, StoreError, StoreTransaction
-from herald.store.snapshot import check_identifier, create_tables, native, qualified
+from herald.store.projection_checkpoints import (
+    DEFAULT_TABLE,
+    CheckpointTable,
+    ProjectionStatus,
+    _Rewound,
+    projection_status,
+)
+from herald.store.snapshot import create_tables, qualified
 
 __all__ = [
+    "DEFAULT_TABLE",
+    "CheckpointTable",
     "Projection",
     "ProjectionFailed",
     "ProjectionRunner",
@@ -50,8 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("herald.store.projection")
-
-DEFAULT_TABLE = "herald_projections"
 
 
 class ProjectionFailed(StoreError):
@@ -96,96 +100,6 @@ class Projection:
             f"projection {self.name!r} cannot be rebuilt: {type(self).__name__} defines no "
             "reset(tx) that empties its read model"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectionStatus:
-    """Where a projection is: `position` is its checkpoint, `lag` the positions
-    between it and the store's `head` (an upper bound on the events to go:
-    positions of other types count too, and PostgreSQL positions may skip)."""
-
-    name: str
-    position: int
-    head: int
-    updated_at: datetime | None
-    error: str | None = None
-
-    @property
-    def lag(self) -> int:
-        return max(self.head - self.position, 0)
-
-
-class _Rewound(Exception):
-    """The checkpoint went back (a rebuild elsewhere): restart from it."""
-
-    def __init__(self, position: int) -> None:
-        self.position = position
-
-
-class CheckpointTable:
-    """`(name, position, updated_at)` per projection, in the store's database."""
-
-    def __init__(self, table: str = DEFAULT_TABLE) -> None:
-        self.table = check_identifier(table, "checkpoint table")
-
-    async def create(self, tx: StoreTransaction) -> None:
-        number = "INTEGER" if tx.backend == "sqlite" else "BIGINT"
-        await tx.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.table} (name TEXT PRIMARY KEY,"
-            f" position {number} NOT NULL, updated_at DOUBLE PRECISION NOT NULL)"
-        )
-
-    async def add(self, tx: StoreTransaction, name: str) -> None:
-        await tx.execute(
-            native(tx, f"INSERT INTO {self.table} (name, position, updated_at) VALUES (?, 0, ?)"
-                       " ON CONFLICT (name) DO NOTHING"),
-            name, time.time(),
-        )
-
-    async def lock(self, tx: StoreTransaction, name: str) -> int:
-        """The checkpoint, locked until `tx` ends (SQLite's transaction holds the write lock)."""
-        sql = f"SELECT position FROM {self.table} WHERE name = ?"
-        if tx.backend == "postgres":
-            sql += " FOR UPDATE"
-        row = await tx.fetchone(native(tx, sql), name)
-        return 0 if row is None else int(row[0])
-
-    async def move(self, tx: StoreTransaction, name: str, position: int) -> None:
-        await tx.execute(
-            native(tx, f"INSERT INTO {self.table} (name, position, updated_at) VALUES (?, ?, ?)"
-                       " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
-                       " updated_at = excluded.updated_at"),
-            name, position, time.time(),
-        )
-
-    async def all(self, tx: StoreTransaction) -> list[tuple[str, int, float]]:
-        rows = await tx.fetch(f"SELECT name, position, updated_at FROM {self.table} ORDER BY name")
-        return [(str(n), int(p), float(u)) for n, p, u in rows]
-
-
-async def projection_status(store: EventStore, table: str | None = None) -> list[ProjectionStatus]:
-    """Every projection with a checkpoint in `table` (default: herald_projections
-    in the store's schema), with the store's head. Reads only: a store without
-    the table has no projections."""
-    checkpoints = CheckpointTable(qualified(store, table or DEFAULT_TABLE))
-    head = await store.last_position()
-    async with store.transaction() as tx:
-        if not await _table_exists(tx, checkpoints.table):
-            return []
-        rows = await checkpoints.all(tx)
-    return [ProjectionStatus(n, p, head, datetime.fromtimestamp(u, UTC)) for n, p, u in rows]
-
-
-async def _table_exists(tx: StoreTransaction, table: str) -> bool:
-    if tx.backend == "sqlite":
-        name = table.rsplit(".", 1)[-1]
-        row = await tx.fetchone(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name
-        )
-    else:
-        row = await tx.fetchone("SELECT to_regclass($1) IS NOT NULL", table)
-        return bool(row and row[0])
-    return row is not None
 
 
 class ProjectionRunner:
