@@ -7,14 +7,12 @@ event loop never waits on SQLite, and a transaction never spans an await.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
+from .._sqlite import SqliteDb
 from .storage import ArticleOutcome, Cursor, FeedCounts, FeedRow, Kind, NewRow, decode_ext
 
 T = TypeVar("T")
@@ -53,50 +51,16 @@ class SqliteFeedStorage:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._db = SqliteDb(path, SCHEMA, name="feed")
 
     async def open(self) -> None:
-        if self._db is not None:
-            return
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="feed-sqlite")
-        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:" and not Path(self.path).parent.exists():
-            raise OSError(f"directory {str(Path(self.path).parent)!r} does not exist")
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout = 30000")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.executescript(SCHEMA)
-        return db
+        await self._db.open()
 
     async def close(self) -> None:
-        db, executor = self._db, self._executor
-        self._db = self._executor = None
-        if executor is not None:
-            if db is not None:
-                await asyncio.get_running_loop().run_in_executor(executor, db.close)
-            executor.shutdown(wait=True)
+        await self._db.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
-        db, executor = self._db, self._executor
-        if db is None or executor is None:
-            raise RuntimeError(f"feed storage {self.path!r} is not open: call open() first")
-
-        def call() -> T:
-            if not write:
-                return fn(db, *args)
-            db.execute("BEGIN IMMEDIATE")  # the write lock up front: no deadlock between writers
-            try:
-                result = fn(db, *args)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        return await self._db.run(fn, *args, write=write)
 
     # -- writes -------------------------------------------------------------------------
     async def record_follow(self, event_id: str, follower: int, followee: int, at: int) -> bool:

@@ -7,14 +7,12 @@ event loop never waits on SQLite, and a transaction never spans an await.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TypeVar
 
+from .._sqlite import SqliteDb
 from .storage import Counters, Increment, Read, first_of_each, read_increments
 
 T = TypeVar("T")
@@ -61,48 +59,17 @@ class SqliteInteractiveStorage:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._db = SqliteDb(path, SCHEMA, name="interactive", make_dirs=True)
 
     async def open(self) -> None:
-        if self._db is not None:
-            return
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="interactive-sqlite")
-        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=10000")
-        db.executescript(SCHEMA)
-        return db
+        await self._db.open()
 
     async def close(self) -> None:
-        if self._db is None or self._executor is None:
-            return
-        db, self._db = self._db, None
-        executor, self._executor = self._executor, None
-        await asyncio.get_running_loop().run_in_executor(executor, db.close)
-        executor.shutdown(wait=True)
+        await self._db.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._db is None or self._executor is None:
-            raise RuntimeError(f"interactive storage {self.path!r} is not open: call open() first")
-        db = self._db
-
-        def in_transaction() -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, in_transaction)
+        """`fn` in one transaction on the storage's thread."""
+        return await self._db.run(fn, write=True)
 
     # -- counting ------------------------------------------------------------------------
     async def add_reads(self, reads: Sequence[Read]) -> list[Increment]:

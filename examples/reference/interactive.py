@@ -5,6 +5,7 @@ its HTTP API (`HttpInteractive`, as docs/examples/interactive.md says)."""
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from urllib.parse import urlencode
 
@@ -45,7 +46,7 @@ def served(place: Place, service: str = NAME) -> Served:
     return Served(create_api(interactive), [interactive.app])
 
 
-class _InteractivePart:
+class _InteractivePart(ABC):
     name = NAME
     services = SERVICES
     topics = TOPICS
@@ -54,8 +55,9 @@ class _InteractivePart:
         self.expected: workload.Expected | None = None
         self.stats: Stats = {}
 
+    @abstractmethod
     def target(self) -> workload.Interactive:
-        raise NotImplementedError
+        """The service, in this process or over HTTP."""
 
     async def drive(self, rng: random.Random, progress: Progress) -> None:
         self.expected = await workload.drive(self.target(), rng, progress)
@@ -67,8 +69,9 @@ class _InteractivePart:
     def expected_dead_letters(self) -> int | None:
         return None  # check() finds any dead letter itself
 
+    @abstractmethod
     def _lines(self) -> list[str]:
-        raise NotImplementedError
+        """The summary's lines for this part."""
 
     async def summary(self) -> Summary:
         # herald's counts per subscriber have a table of their own

@@ -7,13 +7,11 @@ event loop never waits on SQLite, and a transaction never spans an await.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from .._sqlite import SqliteDb
 from .storage import Counted, MinuteCount, Notification
 
 T = TypeVar("T")
@@ -38,51 +36,16 @@ class SqliteTodoStorage:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._db = SqliteDb(path, SCHEMA, name="todo")
 
     async def open(self) -> None:
-        if self._db is not None:
-            return
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="todo-sqlite")
-        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:" and not Path(self.path).parent.exists():
-            raise OSError(f"directory {str(Path(self.path).parent)!r} does not exist")
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout = 30000")
-        if self.path != ":memory:":
-            db.execute("PRAGMA journal_mode = WAL")
-        db.executescript(SCHEMA)
-        return db
+        await self._db.open()
 
     async def close(self) -> None:
-        db, executor = self._db, self._executor
-        self._db = self._executor = None
-        if executor is not None:
-            if db is not None:
-                await asyncio.get_running_loop().run_in_executor(executor, db.close)
-            executor.shutdown(wait=True)
+        await self._db.close()
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
-        db, executor = self._db, self._executor
-        if db is None or executor is None:
-            raise RuntimeError("todo storage is not open: call open() first")
-
-        def call() -> T:
-            if not write:
-                return fn(db)
-            db.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+    async def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
+        return await self._db.run(fn, *args, write=write)
 
     # -- notification -----------------------------------------------------------------
     async def record_notification(self, notification: Notification) -> bool:
