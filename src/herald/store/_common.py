@@ -85,17 +85,18 @@ def _fast_envelope(attributes: bytes, data: bytes) -> Envelope | None:
         version is not UNSET and version not in _VERSIONS
     ):
         return None
+    # UNSET -> None spelled out per field: a helper call each costs a tenth of the read
     return Envelope(
         id=a.id, source=a.source, type=a.type, data=data, specversion=SPECVERSION,
-        time=_opt(a.time), subject=_opt(a.subject), datacontenttype=_opt(a.datacontenttype),
+        time=None if a.time is UNSET else a.time,
+        subject=None if a.subject is UNSET else a.subject,
+        datacontenttype=None if a.datacontenttype is UNSET else a.datacontenttype,
         dataversion=None if version is UNSET else _VERSIONS[version],
-        correlationid=_opt(a.correlationid), causationid=_opt(a.causationid),
-        traceparent=_opt(a.traceparent), aggregatetype=_opt(a.aggregatetype),
+        correlationid=None if a.correlationid is UNSET else a.correlationid,
+        causationid=None if a.causationid is UNSET else a.causationid,
+        traceparent=None if a.traceparent is UNSET else a.traceparent,
+        aggregatetype=None if a.aggregatetype is UNSET else a.aggregatetype,
     )
-
-
-def _opt(value: str | UnsetType) -> str | None:
-    return None if isinstance(value, UnsetType) else value
 
 
 def _fast_path_agrees() -> bool:

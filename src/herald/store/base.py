@@ -10,10 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 from typing import Any, Literal
+
+import msgspec
 
 from herald.errors import HeraldError
 from herald.event import Envelope
@@ -57,17 +59,19 @@ def _describe(expected: Expected) -> str:
     return f"version {expected}"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     """One event as recorded: its stream, its version in the stream (from 1)
-    and its global position (increasing, never reused)."""
+    and its global position (increasing, never reused).
+
+    A msgspec Struct rather than a dataclass: reads build one per event, and
+    a Struct is made in a seventh of a frozen dataclass's time."""
 
     stream: str
     version: int
     position: int
     envelope: Envelope
     recorded_at: datetime
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = msgspec.field(default_factory=dict)
 
     @property
     def id(self) -> str:

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from herald._sqlite import SqliteThread, transaction
+from herald._sqlite_loop import Busy, LoopConnection, checkpoint
 from herald.brokers._log import DataSignal
 from herald.errors import ConfigError
 from herald.event import Envelope
@@ -91,6 +92,9 @@ _encode = encode
 _decode_map = decode_map
 _idempotent = idempotent
 _time = utc
+# Rows a read takes on the loop (a few milliseconds); a longer read goes on
+# in the thread, where it blocks nobody.
+LOOP_ROWS = 1000
 _LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM herald_events"
 Row = tuple[str, int, int, bytes, bytes, bytes, float, str]
 
@@ -104,6 +108,9 @@ class SqliteEventStore(EventStore):
         check_seconds("poll_interval", poll_interval)
         self.path = path
         self._db = SqliteThread(path, synchronous=synchronous, name="herald-store")
+        # Appends and pages of reads run here on the loop, the rest (and whatever
+        # would wait for a lock) on the thread above: see _sqlite_loop.
+        self._loop_db = LoopConnection(path, synchronous=synchronous)
         # Transactions get a connection (and thread) of their own, so calls on
         # the shared one never see or join their uncommitted writes.
         self._tx_db = SqliteThread(path, synchronous=synchronous, name="herald-store-tx")
@@ -124,6 +131,7 @@ class SqliteEventStore(EventStore):
     async def connect(self) -> None:
         try:
             await self._db.open(SCHEMA)
+            self._loop_db.open()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(
                 f"cannot open the event store {self.path!r}: {exc}; "
@@ -131,6 +139,7 @@ class SqliteEventStore(EventStore):
             ) from exc
 
     async def close(self) -> None:
+        self._loop_db.close()
         await self._tx_db.close()
         await self._db.close()
 
@@ -144,8 +153,14 @@ class SqliteEventStore(EventStore):
     ) -> int:
         meta = check_append_args(stream, events, expected, metadata)
         refuse_nested_append(self)
+        rows = list(events)
         async with self._write_lock:
-            version = await self._db.run(append_rows, stream, list(events), expected, meta, time.time())
+            try:
+                version = await self._loop_db.call(append_rows, stream, rows, expected, meta, time.time())
+                if self._loop_db.wrote():
+                    await self._db.run(checkpoint)
+            except Busy:  # another process or connection writes: wait on the thread
+                version = await self._db.run(append_rows, stream, rows, expected, meta, time.time())
         self.signal.notify()
         return version
 
@@ -188,17 +203,18 @@ class SqliteEventStore(EventStore):
     ) -> list[StoredEvent]:
         start = check_read_stream(stream, from_version, limit, backwards)
         order = "<= ? ORDER BY version DESC" if backwards else ">= ? ORDER BY version"
-        return await self._query(
+        step = -1 if backwards else 1
+        return await self._read(
             f"SELECT {COLUMNS} FROM herald_events WHERE stream = ? AND version {order} LIMIT ?",
-            (stream, start, -1 if limit is None else limit),
+            (stream,), start, limit, lambda last: last.version + step,
         )
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         check_read("after", after, 0)
         check_read("limit", limit, 0)
-        return await self._query(
+        return await self._read(
             f"SELECT {COLUMNS} FROM herald_events WHERE position > ? ORDER BY position LIMIT ?",
-            (after, limit),
+            (), after, limit, lambda last: last.position,
         )
 
     async def read_by_type(
@@ -208,12 +224,16 @@ class SqliteEventStore(EventStore):
         if not types:
             return []
         marks = ", ".join("?" for _ in types)
-        return await self._query(
+        sql = (
             f"SELECT {COLUMNS} FROM herald_events WHERE type IN ({marks}) AND recorded_at >= ?"
-            " ORDER BY position LIMIT ?",
-            # datetimes hold microseconds, the column a float: allow for the rounding
-            (*types, since.timestamp() - 1e-6 if since else 0.0, limit),
+            " ORDER BY position LIMIT ?"
         )
+        # datetimes hold microseconds, the column a float: allow for the rounding
+        params = (*types, since.timestamp() - 1e-6 if since else 0.0, limit)
+        if limit <= LOOP_ROWS:
+            with contextlib.suppress(Busy):
+                return stored_events(await self._loop_db.call(_fetch, sql, params))
+        return await self._query(sql, params)
 
     def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:
         return follow(self, after, self.signal, self._poll_interval)
@@ -248,11 +268,29 @@ class SqliteEventStore(EventStore):
 
         return await self._db.run(query)
 
-    async def _query(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
-        def query(db: sqlite3.Connection) -> list[Row]:
-            return db.execute(sql, params).fetchall()
+    async def _read(
+        self,
+        sql: str,
+        fixed: tuple[object, ...],
+        start: int,
+        limit: int | None,
+        after_last: Callable[[StoredEvent], int],
+    ) -> list[StoredEvent]:
+        """`sql` with (*fixed, start, limit): the first LOOP_ROWS rows on the
+        loop, any more on the thread from where those ended (stream versions
+        and positions only grow, so the pages join up)."""
+        first = LOOP_ROWS if limit is None or limit > LOOP_ROWS else limit
+        try:
+            events = stored_events(await self._loop_db.call(_fetch, sql, (*fixed, start, first)))
+        except Busy:
+            return await self._query(sql, (*fixed, start, -1 if limit is None else limit))
+        if len(events) < first or first == limit:
+            return events
+        rest = -1 if limit is None else limit - first
+        return events + await self._query(sql, (*fixed, after_last(events[-1]), rest))
 
-        return [stored_event(row) for row in await self._db.run(query)]
+    async def _query(self, sql: str, params: tuple[object, ...]) -> list[StoredEvent]:
+        return stored_events(await self._db.run(_fetch, sql, params))
 
 
 class SqliteTransaction(StoreTransaction):
@@ -299,6 +337,10 @@ class SqliteTransaction(StoreTransaction):
             return None if row is None else tuple(row)
 
         return await self._db.run(run)
+
+
+def _fetch(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[Row]:
+    return db.execute(sql, params).fetchall()
 
 
 def _execute(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
@@ -383,6 +425,16 @@ def _append_in(
         (stream, current + len(events), now, now),
     )
     return current + len(events)
+
+
+def stored_events(rows: list[Row]) -> list[StoredEvent]:
+    try:  # the common case in one pass
+        return [
+            _stored_event(stream, version, position, attributes, data, metadata, _time(at), event_id)
+            for stream, version, position, attributes, data, metadata, at, event_id in rows
+        ]
+    except (TypeError, ValueError, OverflowError, OSError):  # a bad recorded_at: name its row
+        return [stored_event(row) for row in rows]
 
 
 def stored_event(row: Row) -> StoredEvent:

@@ -1,0 +1,106 @@
+"""A SQLite connection used directly on the event loop's thread, beside the
+connection thread of `_sqlite.SqliteThread`, for calls shorter than a hop.
+
+An append of one event or a page of reads takes SQLite 20-60 microseconds;
+a round trip to a connection thread and back costs 30-60 more. The event
+store therefore makes its short calls here, where they cannot wait:
+
+- `busy_timeout` is 0, so a call that would wait for another writer (a
+  transaction, another process) raises `Busy` at once, and the caller makes
+  the same call on the thread instead, which waits there;
+- it never checkpoints by itself (`wal_autocheckpoint` 0): copying the WAL
+  into the database and syncing it takes milliseconds, so every
+  `CHECKPOINT_EVERY` writes the caller runs a passive checkpoint on the
+  thread;
+- callers keep calls bounded (a page of rows, one append): a long read
+  belongs on the thread;
+- a call here returns without letting the loop turn, so a task appending
+  in a loop would starve every other task: `call` first gives them a turn
+  when TURN_EVERY has passed since the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+# Writes between two checkpoints: about SQLite's own 1,000-page default for
+# appends of a few pages each.
+CHECKPOINT_EVERY = 250
+# Seconds of back-to-back calls before other tasks get a turn.
+TURN_EVERY = 0.002
+
+
+class Busy(Exception):
+    """The call would have waited for SQLite's lock: make it on the thread."""
+
+
+class LoopConnection:
+    """`call(fn, *args)` runs `fn(connection, *args)` here and now, or raises Busy."""
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._db: sqlite3.Connection | None = None
+        self._writes = 0
+        self._turned = time.monotonic()
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    def open(self) -> None:
+        """After the connection thread opened the file: it set WAL mode and
+        made the schema, which may wait for locks."""
+        if self._db is not None:
+            return
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout = 0")
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            db.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        if time.monotonic() - self._turned >= TURN_EVERY:
+            await asyncio.sleep(0)
+            self._turned = time.monotonic()
+        db = self._db
+        if db is None:
+            raise Busy("not open")
+        try:
+            return fn(db, *args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if db.in_transaction:  # fn began and could not finish: leave no lock behind
+                    db.execute("ROLLBACK")
+                raise Busy(str(exc)) from exc
+            raise
+
+    def wrote(self) -> bool:
+        """Count a committed write: True when a checkpoint is due. The caller
+        runs `checkpoint` on the thread while it still holds its write lock:
+        the log starts over only when nothing was written since the
+        checkpoint, so one that races further writes never lets it."""
+        self._writes += 1
+        if self._writes < CHECKPOINT_EVERY:
+            return False
+        self._writes = 0
+        return True
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+
+def checkpoint(db: sqlite3.Connection) -> None:
+    # PASSIVE: copies what no reader still needs, never waits for anyone
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -1,0 +1,120 @@
+"""The SQLite store's calls on the event loop's own connection: what happens
+when SQLite's lock is taken elsewhere, when a read is longer than a page,
+and whether the write-ahead log is still checkpointed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from herald import App, Event
+from herald import _sqlite_loop as sqlite_loop
+from herald.store import sqlite as sqlite_store
+from herald.store.base import ConcurrencyError, ExpectedVersion
+from herald.store.sqlite import SqliteEventStore
+
+APP = App("loop-tests")
+
+
+class Noted(Event, type="loop.noted"):
+    n: int
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    s = SqliteEventStore(str(tmp_path / "events.db"))
+    await s.connect()
+    yield s
+    await s.close()
+
+
+async def test_an_append_waits_on_the_thread_while_another_process_writes(store: SqliteEventStore) -> None:
+    other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # as another process holding the write lock
+    append = asyncio.create_task(store.append("s-1", [APP.envelope(Noted(n=1))], ExpectedVersion.NO_STREAM))
+    ticks = 0
+    for _ in range(20):  # the loop keeps turning meanwhile: nothing blocks it
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not append.done() and ticks == 20
+    other.execute("COMMIT")
+    assert await asyncio.wait_for(append, 10) == 1
+    other.close()
+    assert [e.version for e in await store.read_stream("s-1")] == [1]
+
+
+async def test_a_conflict_found_on_the_loop_is_the_same_error(store: SqliteEventStore) -> None:
+    await store.append("s-1", [APP.envelope(Noted(n=1))])
+    with pytest.raises(ConcurrencyError):
+        await store.append("s-1", [APP.envelope(Noted(n=2))], ExpectedVersion.NO_STREAM)
+    # the failed append left no transaction open on the loop's connection
+    assert await store.append("s-1", [APP.envelope(Noted(n=3))], 1) == 2
+
+
+async def test_reads_longer_than_a_page_continue_on_the_thread(
+    store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "LOOP_ROWS", 3)
+    await store.append("s-1", [APP.envelope(Noted(n=n)) for n in range(1, 9)])
+    await store.append("s-2", [APP.envelope(Noted(n=n)) for n in range(1, 3)])
+    assert [e.version for e in await store.read_stream("s-1")] == list(range(1, 9))
+    assert [e.version for e in await store.read_stream("s-1", backwards=True)] == list(range(8, 0, -1))
+    assert [e.version for e in await store.read_stream("s-1", 2, limit=5)] == [2, 3, 4, 5, 6]
+    assert [e.version for e in await store.read_stream("s-1", 7, backwards=True, limit=4)] == [7, 6, 5, 4]
+    assert [e.version for e in await store.read_stream("s-1", limit=3)] == [1, 2, 3]
+    everything = await store.read_all(limit=100)
+    assert [e.position for e in everything] == list(range(1, 11))
+    assert [e.position for e in await store.read_all(after=2, limit=5)] == [3, 4, 5, 6, 7]
+    assert len(await store.read_by_type(["loop.noted"], limit=7)) == 7
+
+
+async def test_reads_go_on_while_another_connection_writes(store: SqliteEventStore) -> None:
+    await store.append("s-1", [APP.envelope(Noted(n=1))])
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:  # readers never wait for a writer in WAL mode
+        assert len(await asyncio.wait_for(store.read_all(), 1)) == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_a_task_appending_in_a_loop_lets_others_run(
+    store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_loop, "CHECKPOINT_EVERY", 10**9)  # no checkpoint awaits the thread
+    ticks: list[float] = []  # one entry per turn the ticker got
+
+    async def tick() -> None:
+        while True:
+            ticks.append(0.0)
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    start = len(ticks)
+    for n in range(500):  # each append returns without the loop turning...
+        await store.append("s-1", [APP.envelope(Noted(n=n))])
+    ticker.cancel()
+    # ...yet the other task ran every few milliseconds meanwhile (without
+    # those turns: once, when the loop ended)
+    assert len(ticks) - start >= 5
+
+
+async def test_the_write_ahead_log_is_checkpointed(store: SqliteEventStore) -> None:
+    for n in range(1200):
+        await store.append(f"s-{n % 50}", [APP.envelope(Noted(n=n))])
+    # Unchecked, 1,200 appends of six or seven pages each would leave a log of
+    # some 30 MB; a checkpoint every 250 appends lets SQLite reuse it from the start.
+    size = _size(store.path + "-wal")
+    assert size < 12 * 2**20, size
+    assert (await store.stats()).events == 1200
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path)
