@@ -24,6 +24,15 @@ have 8 partitions; keys spread the events over them.
   loop only counts. (An app with async handlers would hop to the loop and
   back before committing; herald does that.) No headers. `linger.ms` 0:
   2 measured the same for it, 5 slower.
+- raw-ce: the raw client as above, sending the CloudEvents binary-mode
+  headers herald sends at the least (ce_id, ce_type, ce_source,
+  ce_specversion, content-type): Kafka's CloudEvents binding requires
+  them, so a careful user of this system must send them too. Its ids are
+  the cheapest unique ones a careful user could write (a random run prefix
+  and the sequence number, no uuid4 per event); its consumer reads no
+  header (it knows the type). herald sends three more (ce_time,
+  ce_dataversion, ce_correlationid). Reported beside plain raw, not
+  instead of it.
 - faststream: FastStream's KafkaBroker (aiokafka), a subscriber with
   `ack_policy=AckPolicy.ACK` (commit after the handler), the publishes of a
   chunk awaited together. It commits once per record, which makes it about
@@ -95,12 +104,15 @@ async def herald_case(events: int, payload: int, namespace: str) -> dict[str, An
                                     key=lambda e: str(e.seq % 64))
 
 
-async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
+async def raw_case(events: int, payload: int, namespace: str, *, ce: bool = False) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     sink = common.Sink(events)
     decode, encode = common.decode, common.encode
     topic = f"{namespace}raw"
+    run_id = uuid.uuid4().hex  # raw-ce: ids are run_id-seq, unique per source
+    ce_headers = [("ce_type", "herald.bench.payload"), ("ce_source", "bench"),
+                  ("ce_specversion", "1.0"), ("content-type", "application/json")]
     await asyncio.to_thread(create_topic, topic)
     loop = asyncio.get_running_loop()
     stop = threading.Event()
@@ -148,8 +160,13 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
             if err is not None or left == 0:
                 loop.call_soon_threadsafe(lambda: done.done() or done.set_result(err))
 
-        for p in chunk:
-            producer.produce(topic, encode(p), str(p.seq % 64).encode(), on_delivery=report)
+        if ce:
+            for p in chunk:
+                producer.produce(topic, encode(p), str(p.seq % 64).encode(), on_delivery=report,
+                                 headers=[("ce_id", f"{run_id}-{p.seq}"), *ce_headers])
+        else:
+            for p in chunk:
+                producer.produce(topic, encode(p), str(p.seq % 64).encode(), on_delivery=report)
         if (err := await done) is not None:
             raise RuntimeError(err)
 
@@ -163,7 +180,11 @@ async def raw_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
         stop.set()
         for thread in threads:
             await asyncio.to_thread(thread.join, 10)
-    return common.record("kafka", "raw", sink, start)
+    return common.record("kafka", "raw-ce" if ce else "raw", sink, start)
+
+
+async def raw_ce_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
+    return await raw_case(events, payload, namespace, ce=True)
 
 
 async def faststream_case(events: int, payload: int, namespace: str) -> dict[str, Any]:
@@ -254,7 +275,7 @@ async def cases(
 ) -> list[dict[str, Any]]:
     """One throughput record per system, measured in this run."""
     out = []
-    for case in systems or (herald_case, raw_case, faststream_case):
+    for case in systems or (herald_case, raw_case, raw_ce_case, faststream_case):
         namespace = f"b{uuid.uuid4().hex[:10]}."
         try:
             await warm_up(namespace)

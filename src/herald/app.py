@@ -408,7 +408,8 @@ class App:
             event_key = fixed_key
             if key_of is not None:
                 event_key = key_of(event)
-                _check_publish(topic, event_key, None)
+                if event_key is not None and event_key.__class__ is not str:
+                    _check_publish(topic, event_key, None)  # raises unless a str subclass
             messages.append(
                 Message(topic, envelope.data, envelope.to_headers(headers), event_key, due, envelope)
             )

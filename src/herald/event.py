@@ -154,7 +154,7 @@ def version_of(cls: type[Any]) -> int:
     return int(getattr(cls, "__event_version__", 1))
 
 
-_ids: Iterator[bytes] = iter(())  # 16 random bytes each; next() on it is atomic
+_ids: Iterator[str] = iter(())  # ready-made ids; next() on it is atomic
 
 
 def _forget_ids() -> None:
@@ -164,19 +164,40 @@ def _forget_ids() -> None:
 
 os.register_at_fork(after_in_child=_forget_ids)
 
+# Per id: the version nibble 4 (byte 6) and the variant bits 10 (byte 8), RFC 4122.
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT_RFC = bytes((b & 0x3F) | 0x80 for b in range(256))
+# Where each of an id's 32 hex digits goes in "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx ".
+_DIGIT_AT = [i + (i >= 8) + (i >= 12) + (i >= 16) + (i >= 20) for i in range(32)]
+_POOL_IDS = 256
+
+
+def _id_pool() -> Iterator[str]:
+    """_POOL_IDS ids from one os.urandom call, formatted in C: 32 strided slice
+    copies for the whole pool instead of five slices and a format per id."""
+    raw = bytearray(os.urandom(16 * _POOL_IDS))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_RFC)
+    digits = raw.hex().encode()
+    text = bytearray(b"-" * (37 * _POOL_IDS))
+    text[36::37] = b" " * _POOL_IDS
+    for digit, at in enumerate(_DIGIT_AT):
+        text[at::37] = digits[digit::32]
+    return iter(text.decode().split())
+
 
 def new_event_id() -> str:
-    """A random (version 4) UUID string, like `str(uuid.uuid4())` at a quarter
+    """A random (version 4) UUID string, like `str(uuid.uuid4())` at a tenth
     of the cost: the random bytes come from os.urandom 4 KiB at a time, so one
-    system call (which releases the GIL) serves 256 ids. Safe across threads."""
+    system call (which releases the GIL) serves 256 ids, formatted together.
+    Safe across threads."""
     global _ids
-    raw = next(_ids, None)
-    if raw is None:
-        pool = os.urandom(4096)
-        _ids = iter([pool[i : i + 16] for i in range(16, 4096, 16)])
-        raw = pool[:16]
-    h = raw.hex()  # version nibble 4, variant nibble 8-b (RFC 4122)
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    event_id = next(_ids, None)
+    if event_id is None:
+        pool = _id_pool()
+        event_id = next(pool)
+        _ids = pool
+    return event_id
 
 
 _second: list[Any] = [-1, ""]  # [unix second, its "YYYY-MM-DDTHH:MM:SS"]
@@ -226,13 +247,17 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False, frozen=True):
 
     def to_headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The attributes as binary-mode headers; `extra` are user headers."""
-        headers: dict[str, str] = dict(extra) if extra else {}
-        for name, value in self.extensions.items():  # first: an attribute always wins
-            headers[_CE_PREFIX + name] = value
-        headers["ce_id"] = self.id
-        headers["ce_source"] = self.source
-        headers["ce_type"] = self.type
-        headers["ce_specversion"] = self.specversion
+        if extra or self.extensions:
+            headers: dict[str, str] = dict(extra) if extra else {}
+            for name, value in self.extensions.items():  # first: an attribute always wins
+                headers[_CE_PREFIX + name] = value
+            headers["ce_id"] = self.id
+            headers["ce_source"] = self.source
+            headers["ce_type"] = self.type
+            headers["ce_specversion"] = self.specversion
+        else:  # the usual case, in one step
+            headers = {"ce_id": self.id, "ce_source": self.source, "ce_type": self.type,
+                       "ce_specversion": self.specversion}
         if self.time is not None:
             headers["ce_time"] = self.time
         if self.subject is not None:
@@ -263,7 +288,7 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False, frozen=True):
             )
         version = get("ce_dataversion")
         dataversion: int | None = None
-        if version is not None:
+        if version is not None and (dataversion := _DATAVERSIONS.get(version)) is None:
             # ASCII digits only: int() would also take " 2", "2_0" and other scripts' digits,
             # and raise ValueError past 4300 digits.
             if not (version.isascii() and version.isdigit() and len(version) <= 18
@@ -273,6 +298,8 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False, frozen=True):
                     kind="bad-envelope",
                 )
             dataversion = int(version)
+            if len(_DATAVERSIONS) < 256:  # a few versions are in use: parse each once
+                _DATAVERSIONS[version] = dataversion
         specversion = get("ce_specversion", SPECVERSION)
         if specversion != SPECVERSION and not specversion.startswith("1."):
             raise DecodeError(f"unsupported CloudEvents specversion {specversion!r}",
@@ -304,6 +331,7 @@ class Envelope(msgspec.Struct, kw_only=True, gc=False, frozen=True):
 
 
 _KNOWN_HEADERS = frozenset(_ATTRIBUTE_HEADERS.values())
+_DATAVERSIONS: dict[str, int] = {}  # ce_dataversion values seen and valid -> their number
 _PLAIN_HEADERS = _KNOWN_HEADERS | {CONTENT_TYPE_HEADER}
 
 

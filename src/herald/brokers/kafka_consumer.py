@@ -9,10 +9,10 @@ When the buffer is full the thread stops taking records but keeps serving
 rebalances (back-pressure without pausing: a paused partition makes
 librdkafka drop its prefetched records and fetch them again, 10x slower).
 
-Commits: each partition's `PartitionTracker` (brokers/_log.py) knows the
-highest offset below which every handed-out record was acknowledged; only
-that position is committed (Kafka's "next offset to read" is that plus one),
-so concurrent handling never commits past an unhandled record.
+Commits: each partition's `Tracker` (kafka_tracker.py) knows the highest
+offset below which every handed-out record was acknowledged; only that
+position is committed (Kafka's "next offset to read" is that plus one), so
+concurrent handling never commits past an unhandled record.
 
 Rebalances (cooperative-sticky): on revoke, wait a bounded time for the
 revoked partitions' records in flight, commit what is contiguous, forget
@@ -36,27 +36,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from herald.brokers.base import Delivery, Subscription
-from herald.brokers.kafka_records import KafkaDelivery, Tracker, decode_headers
+from herald.brokers.kafka_records import KafkaDelivery, decode_headers
+from herald.brokers.kafka_tracker import Key as Key  # (full topic, partition); others import it from here
+from herald.brokers.kafka_tracker import Part, Tracker, apply_acks, drop_buffered, due_commits, forget_sent
 from herald.errors import BrokerError
 
 log = logging.getLogger("herald.kafka")
-
-Key = tuple[str, int]  # (full topic name, partition)
-
-
-class _Part:
-    """One assigned partition, as this member sees it."""
-
-    __slots__ = ("ack_to", "applied_pause", "revoking", "rewind", "sent", "tracker")
-
-    def __init__(self) -> None:
-        self.tracker: Tracker | None = None  # None: nothing buffered since (re)start
-        self.ack_to: int | None = None  # next offset to commit (contiguous acks + 1)
-        self.sent: int | None = None  # what was last committed
-        self.rewind: int | None = None  # seek here (after a nack); records are dropped until then
-        self.revoking = False
-        self.applied_pause = False
-
 
 class KafkaSubscription(Subscription):
     """A member of a Kafka consumer group; see the module docstring."""
@@ -87,7 +72,7 @@ class KafkaSubscription(Subscription):
         # waits and notifications go through the condition on the same lock.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._parts: dict[Key, _Part] = {}
+        self._parts: dict[Key, Part] = {}
         # Acknowledgements not yet applied to their trackers: the event loop only
         # appends (no lock per record); the poller applies them in bulk before it
         # commits, and a nack or a revoke applies them first.
@@ -198,13 +183,7 @@ class KafkaSubscription(Subscription):
 
     def _apply_acks(self) -> None:
         """Apply the queued acknowledgements to their trackers (caller holds the lock)."""
-        acks = self._acks
-        popleft = acks.popleft
-        for _ in range(len(acks)):  # the loop may append meanwhile: those wait a round
-            d = popleft()
-            tracker = d.tracker
-            if tracker is not None and (part := tracker.part).tracker is tracker and tracker.ack(d.offset):
-                part.ack_to = tracker.committed + 1
+        apply_acks(self._acks)
 
     def committed(self) -> dict[Key, int]:
         """The offsets last committed for the partitions held now."""
@@ -316,11 +295,12 @@ class KafkaSubscription(Subscription):
         return False
 
     def _accept(self, batch: Iterable[KafkaMessage]) -> None:
-        """Records to deliveries (here, off the event loop), put on their partition's
-        tracker and in the buffer. Records of a partition that is revoked or being
-        re-read are dropped. The hottest loop of a consumer: hence the locals."""
+        """Records to deliveries (here, off the event loop and outside the lock), put
+        on their partition's tracker and in the buffer. Records of a partition that
+        is revoked or being re-read are dropped. The hottest loop of a consumer:
+        hence the locals."""
         made: list[KafkaDelivery] = []
-        short, settle, strip = self._short, self._settle, self._strip
+        short, settle, strip, now = self._short, self._settle, self._strip, time.time
         for m in batch:
             err = m.error()
             if err is not None:
@@ -336,17 +316,17 @@ class KafkaSubscription(Subscription):
             raw_key = m.key()
             kind, millis = m.timestamp()
             raw: Any = m.headers()  # [(name, bytes or None)], or None
+            headers = {}
             if raw:
                 try:
-                    headers = {k: v.decode() for k, v in raw}
+                    for k, v in raw:  # (a loop: a comprehension is a call more in 3.11)
+                        headers[k] = v.decode()
                 except (AttributeError, UnicodeDecodeError):  # a null value, or not UTF-8
                     headers = decode_headers(raw)
-            else:
-                headers = {}
             made.append(KafkaDelivery(
                 name, topic, partition, offset,
                 None if raw_key is None else raw_key.decode("utf-8", "replace"), headers,
-                m.value() or b"", millis / 1000 if kind and millis > 0 else time.time(), settle,
+                m.value() or b"", millis / 1000 if kind and millis > 0 else now(), settle,
             ))
         if not made:
             return
@@ -432,13 +412,7 @@ class KafkaSubscription(Subscription):
     def _commit(self, consumer: Consumer, *, asynchronous: bool, keys: Iterable[Key] | None = None) -> None:
         with self._lock:
             self._apply_acks()
-            chosen = self._parts.keys() if keys is None else [k for k in keys if k in self._parts]
-            offsets = []
-            for key in chosen:
-                part = self._parts[key]
-                if part.ack_to is not None and part.ack_to != part.sent:
-                    offsets.append(TopicPartition(key[0], key[1], part.ack_to))
-                    part.sent = part.ack_to
+            offsets = due_commits(self._parts, keys)
         if not offsets:
             return
         try:
@@ -453,10 +427,7 @@ class KafkaSubscription(Subscription):
     def _forget_sent(self, offsets: Iterable[TopicPartition]) -> None:
         """A commit that failed is sent again at the next round."""
         with self._lock:
-            for tp in offsets:
-                part = self._parts.get((tp.topic, tp.partition))
-                if part is not None and part.sent == tp.offset:
-                    part.sent = None
+            forget_sent(self._parts, offsets)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         failed = [tp for tp in partitions if err is not None or tp.error is not None]
@@ -468,7 +439,7 @@ class KafkaSubscription(Subscription):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with self._lock:
             for tp in partitions:
-                self._parts[(tp.topic, tp.partition)] = _Part()
+                self._parts[(tp.topic, tp.partition)] = Part()
             self._pause_changed = True
         consumer.incremental_assign(partitions)
         self._resolve(self._joined)
@@ -524,15 +495,4 @@ class KafkaSubscription(Subscription):
     def _drop_buffered(self, keys: set[Key]) -> None:
         """Forget buffered records of these partitions, also on their trackers
         (caller holds the lock)."""
-        if not self._buffer or not keys:
-            return
-        kept: deque[KafkaDelivery] = deque()
-        first: dict[Tracker, int] = {}  # the lowest offset dropped, per tracker
-        for d in self._buffer:
-            if (d.full_topic, d.partition) not in keys:
-                kept.append(d)
-            elif d.tracker is not None and d.tracker not in first:
-                first[d.tracker] = d.offset
-        for tracker, offset in first.items():
-            tracker.drop_from(offset)
-        self._buffer = kept
+        self._buffer = drop_buffered(self._buffer, keys)

@@ -8,13 +8,15 @@ The timestamp is the record's (producer CreateTime by default), in seconds.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Message as KafkaMessage
 
 from herald.brokers.base import Delivery
+from herald.brokers.kafka_tracker import Tracker
+
+__all__ = ["KafkaDelivery", "Tracker", "decode_headers", "to_delivery"]
 
 
 def decode_headers(raw: Any) -> dict[str, str]:
@@ -43,45 +45,6 @@ def to_delivery(
     return Delivery(
         topic, partition, offset, key, decode_headers(m.headers()), m.value() or b"", stamp, settle
     )
-
-
-class Tracker:
-    """Offsets of one partition put in the buffer since its last (re)start, and
-    which of them were acknowledged: `committed` is the highest offset below
-    which every one was (brokers/_log.py's PartitionTracker, plus `part`, the
-    owner record, and `drop_from` for records taken back out of the buffer)."""
-
-    __slots__ = ("acked", "committed", "order", "part")
-
-    def __init__(self, committed: int, part: Any) -> None:
-        self.committed = committed
-        self.order: deque[int] = deque()
-        self.acked: set[int] = set()
-        self.part = part  # the consumer's record of the partition; its `tracker` is this while live
-
-    def ack(self, offset: int) -> bool:
-        """Returns True when the commit point moved."""
-        order = self.order
-        if order and order[0] == offset:
-            order.popleft()
-            self.committed = offset
-            acked = self.acked
-            while order and order[0] in acked:
-                self.committed = order.popleft()
-                acked.discard(self.committed)
-            return True
-        self.acked.add(offset)
-        return False
-
-    def drop_from(self, offset: int) -> None:
-        """Forget offsets >= `offset` (buffered, never handed out: the buffer's tail)."""
-        order = self.order
-        while order and order[-1] >= offset:
-            self.acked.discard(order.pop())
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.order)
 
 
 class KafkaDelivery(Delivery):
