@@ -65,16 +65,19 @@ class Item:
     data: bytes  # the ~256-byte JSON payload: what raw and eventsourcing store
 
 
-def make_items(streams: int, per_stream: int, tag: str) -> dict[str, list[Item]]:
-    """Per stream, its events in version order (built before timing)."""
-    out: dict[str, list[Item]] = {}
-    for s in range(streams):
-        name = f"{tag}-acct-{s:06d}"
-        items = []
-        for v in range(1, per_stream + 1):
-            env = _APP.envelope(StoreEvent(account=name, seq=v, amount=v * 1.5, data=DATA))
-            items.append(Item(env, name, v, TYPE, env.data))
-        out[name] = items
+def make_items(streams: int, per_stream: int, tag: str, batch: int = 1) -> dict[str, list[Item]]:
+    """Per stream, its events in version order (built before timing), made
+    in the order the appends will take them (round by round across the
+    streams, `batch` events of a stream at a time): an application makes its
+    events just before it saves them, so event ids (time ordered) grow in
+    append order."""
+    names = [f"{tag}-acct-{s:06d}" for s in range(streams)]
+    out: dict[str, list[Item]] = {name: [] for name in names}
+    for first in range(1, per_stream + 1, batch):
+        for name in names:
+            for v in range(first, min(first + batch, per_stream + 1)):
+                env = _APP.envelope(StoreEvent(account=name, seq=v, amount=v * 1.5, data=DATA))
+                out[name].append(Item(env, name, v, TYPE, env.data))
     return out
 
 
@@ -205,6 +208,6 @@ async def each_system(
     out: list[dict[str, Any]] = []
     for batch, with_reads in ((1, True), (10, False)):
         for name, case in systems:
-            items = make_items(streams, PER_STREAM, f"{name}{batch}")
+            items = make_items(streams, PER_STREAM, f"{name}{batch}", batch)
             out += await case(items, batch, with_reads)
     return out

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from herald._sqlite import SqliteThread, transaction
-from herald._sqlite_loop import Busy, LoopConnection, checkpoint
+from herald._sqlite_loop import Busy, LoopConnection
 from herald.brokers._log import DataSignal
 from herald.errors import ConfigError
 from herald.event import Envelope
@@ -108,17 +108,17 @@ class SqliteEventStore(EventStore):
         check_seconds("poll_interval", poll_interval)
         self.path = path
         self._db = SqliteThread(path, synchronous=synchronous, name="herald-store")
-        # Appends and pages of reads run here on the loop, the rest (and whatever
-        # would wait for a lock) on the thread above: see _sqlite_loop.
-        self._loop_db = LoopConnection(path, synchronous=synchronous)
-        # Transactions get a connection (and thread) of their own, so calls on
-        # the shared one never see or join their uncommitted writes.
-        self._tx_db = SqliteThread(path, synchronous=synchronous, name="herald-store-tx")
         # One writer at a time in this process, taken before SQLite's own lock:
         # an append waiting for an open transaction waits here, off the shared
         # thread, instead of blocking that thread in busy_timeout while the
         # transaction may need it.
         self._write_lock = asyncio.Lock()
+        # Appends and pages of reads run here on the loop, the rest (and whatever
+        # would wait for a lock) on the thread above: see _sqlite_loop.
+        self._loop_db = LoopConnection(self._db, self._write_lock, synchronous=synchronous)
+        # Transactions get a connection (and thread) of their own, so calls on
+        # the shared one never see or join their uncommitted writes.
+        self._tx_db = SqliteThread(path, synchronous=synchronous, name="herald-store-tx")
         self._poll_interval = poll_interval
         self.signal = DataSignal()
 
@@ -139,7 +139,7 @@ class SqliteEventStore(EventStore):
             ) from exc
 
     async def close(self) -> None:
-        self._loop_db.close()
+        await self._loop_db.close()
         await self._tx_db.close()
         await self._db.close()
 
@@ -157,8 +157,7 @@ class SqliteEventStore(EventStore):
         async with self._write_lock:
             try:
                 version = await self._loop_db.call(append_rows, stream, rows, expected, meta, time.time())
-                if self._loop_db.wrote():
-                    await self._db.run(checkpoint)
+                self._loop_db.wrote()
             except Busy:  # another process or connection writes: wait on the thread
                 version = await self._db.run(append_rows, stream, rows, expected, meta, time.time())
         self.signal.notify()
