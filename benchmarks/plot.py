@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("herald", "raw", "faststream")
-COLOURS = {"herald": "#2b6cb0", "raw": "#718096", "faststream": "#dd6b20"}
+SYSTEMS = ("herald", "raw", "raw-ce", "faststream")  # raw-ce: Kafka's raw client with CloudEvents headers
+COLOURS = {"herald": "#2b6cb0", "raw": "#718096", "raw-ce": "#a0aec0", "faststream": "#dd6b20"}
 
 
 def load(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -74,7 +74,7 @@ def chart(table: dict[str, dict[str, dict[str, Any]]], out: Path) -> None:
     width = 0.8 / len(SYSTEMS)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(brokers)), 4.0), dpi=120)
     for n, system in enumerate(SYSTEMS):
-        xs = [i + (n - 1) * width for i, b in enumerate(brokers) if system in table[b]]
+        xs = [i + (n - (len(SYSTEMS) - 1) / 2) * width for i, b in enumerate(brokers) if system in table[b]]
         ys = [table[b][system]["events_per_s"] for b in brokers if system in table[b]]
         if xs:
             ax.bar(xs, ys, width, label=system, color=COLOURS[system])

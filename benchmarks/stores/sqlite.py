@@ -7,9 +7,9 @@ All three use a file in WAL mode with synchronous=NORMAL (herald's
 setting; eventsourcing's connections get the same pragma, its own default
 would be FULL) and one writer.
 
-- herald: `SqliteEventStore.append/read_stream/read_all` from asyncio (each
-  call hops to the store's thread; appends check the expected version,
-  event-id idempotency, keep a streams table).
+- herald: `SqliteEventStore.append/read_stream/read_all` from asyncio (short
+  calls on the store's loop connection, see herald/_sqlite_loop.py; appends
+  check the expected version, event-id idempotency, keep a streams table).
 - raw: plain sqlite3 on one connection, called directly: `BEGIN IMMEDIATE`,
   INSERT (executemany) into `events(position INTEGER PRIMARY KEY, stream,
   version, type, data, UNIQUE (stream, version))`, COMMIT; a duplicate
@@ -17,7 +17,7 @@ would be FULL) and one writer.
   position.
 - raw-thread: the same raw code called from asyncio as an application
   would, each call through a one-thread executor (one hop per call, as
-  herald's store thread). Context for the verdict, not a target.
+  herald's store made before its loop connection). Context, not a target.
 - eventsourcing: `SQLiteApplicationRecorder.insert_events` (one transaction
   per call; its primary key (originator_id, originator_version) is its
   optimistic-concurrency check), `select_events`, `select_notifications`.
