@@ -254,6 +254,47 @@ async def test_redelivered_events_do_nothing(manager: SagaManager, store: EventS
     assert record.version == 2 and record.state.steps == ["placed", "reserved"]
 
 
+async def test_handled_ids_are_forgotten_after_their_ttl(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = SagaManager(store, [saga], source="order-saga", handled_ttl=60)
+    await manager.setup()
+    placed_env = env(OrderPlaced(order_id="o9", amount=5))
+    assert await manager.handle(placed_env) is HandleResult.HANDLED
+    assert await manager.prune() == 0  # younger than the ttl: kept, still a duplicate
+    assert await manager.handle(placed_env) is HandleResult.DUPLICATE
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    assert await manager.prune() == 1
+    assert await manager.prune() == 0
+    # Forgotten: a redelivery this late is handled again (the saga decides what that means).
+    assert await manager.handle(placed_env) is HandleResult.HANDLED
+
+
+async def test_handled_ids_are_swept_while_handling(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import herald.store.saga_manager as saga_manager
+
+    monkeypatch.setattr(saga_manager, "PRUNE_EVERY", 3)
+    manager = SagaManager(store, [saga], source="order-saga", handled_ttl=60)
+    await manager.setup()
+    old = env(OrderPlaced(order_id="o10", amount=5))
+    assert await manager.handle(old) is HandleResult.HANDLED
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    for n in (11, 12):  # the third handled event sweeps
+        assert await manager.handle(env(OrderPlaced(order_id=f"o{n}", amount=5))) is HandleResult.HANDLED
+    assert await manager.prune() == 0  # the sweep already took the old id
+    assert await manager.handle(old) is HandleResult.HANDLED
+
+
+@pytest.mark.parametrize("ttl", [0, -1, "7d", True, float("nan")])
+def test_a_bad_handled_ttl_is_a_clear_error(store: EventStore, ttl: Any) -> None:
+    with pytest.raises(ConfigError, match="handled_ttl"):
+        SagaManager(store, [saga], source="order-saga", handled_ttl=ttl)
+
+
 async def test_a_rearmed_or_cancelled_timeout_is_ignored(manager: SagaManager, store: EventStore) -> None:
     stale = await start_order(manager, store, "o5")
     # a second reservation (another event id) arms the timeout again

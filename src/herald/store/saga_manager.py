@@ -91,6 +91,9 @@ class SagaRecord(Generic[S]):
     updated_at: float
 
 
+PRUNE_EVERY = 1000  # handled events between two sweeps of old handled ids
+
+
 class SagaManager:
     """Handles events for `sagas`, with state in `table` of the store's
     database and commands through the outbox. `source` names this service in
@@ -107,6 +110,7 @@ class SagaManager:
         timeout_topic: str = "herald-saga-timeouts",
         table: str = "herald_sagas",
         outbox_table: str = DEFAULT_TABLE,
+        handled_ttl: float = 7 * 24 * 3600,
     ) -> None:
         if not isinstance(store, EventStore):
             raise ConfigError(f"SagaManager needs an EventStore, got {type(store).__name__}")
@@ -114,9 +118,15 @@ class SagaManager:
             raise ConfigError(f"sagas must be a non-empty list of Saga definitions, got {sagas!r}")
         if not isinstance(timeout_topic, str) or not timeout_topic:
             raise ConfigError(f"timeout_topic must be a non-empty string, got {timeout_topic!r}")
+        if isinstance(handled_ttl, bool) or not isinstance(handled_ttl, int | float) or not handled_ttl > 0:
+            raise ConfigError(f"handled_ttl must be a number of seconds > 0, got {handled_ttl!r}")
         self.store = store
         self.table = check_table(table)
         self.timeout_topic = timeout_topic
+        # How long a handled event id is remembered: a redelivery within it is
+        # skipped, the ids then go (the table would otherwise grow forever).
+        self.handled_ttl = float(handled_ttl)
+        self._recorded = 0
         self.outbox = Outbox(store, table=outbox_table, source=source)
         self.sagas = {s.name: s for s in sagas}
         if len(self.sagas) != len(sagas):
@@ -148,6 +158,7 @@ class SagaManager:
             f"""CREATE TABLE IF NOT EXISTS {ref}_handled (
                 saga TEXT NOT NULL, id TEXT NOT NULL, event_id TEXT NOT NULL,
                 handled_at {real} NOT NULL, PRIMARY KEY (saga, id, event_id))""",
+            f"CREATE INDEX IF NOT EXISTS {self.table}_handled_at ON {ref}_handled (handled_at)",
         ]
 
     def _ref(self, backend: str) -> str:
@@ -283,6 +294,29 @@ class SagaManager:
                                 " handled_at) VALUES (?, ?, ?, ?)"),
             saga, saga_id, event_id, now,
         )
+        self._recorded += 1
+        if self._recorded % PRUNE_EVERY == 0:  # now and then, in the same transaction
+            await self._prune(tx, now)
+
+    async def _prune(self, tx: StoreTransaction, now: float) -> None:
+        await tx.execute(
+            sql_for(tx.backend, f"DELETE FROM {self._ref(tx.backend)}_handled WHERE handled_at < ?"),
+            now - self.handled_ttl,
+        )
+
+    async def prune(self) -> int:
+        """Forget handled event ids older than `handled_ttl` (also done every
+        PRUNE_EVERY handled events); returns how many went. A scheduler job can
+        call it when the process handles few events."""
+        now = time.time()
+        async with self.store.transaction() as tx:
+            row = await tx.fetchone(
+                sql_for(tx.backend, f"SELECT COUNT(*) FROM {self._ref(tx.backend)}_handled"
+                                    " WHERE handled_at < ?"),
+                now - self.handled_ttl,
+            )
+            await self._prune(tx, now)
+        return int(row[0]) if row else 0
 
     async def _save(self, tx: StoreTransaction, ctx: SagaContext[Any], event_id: str) -> None:
         saga = ctx.saga
