@@ -22,10 +22,11 @@ counters makes each read count exactly once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from herald import App, Batch, Context, RetryPolicy
+from herald import App, Batch, Context, RetryPolicy, Scheduler
 
 from .cache import CountersCache
 from .events import BIZ_ARTICLE, READ_TOPIC, ArticleRead
@@ -44,10 +45,14 @@ class InteractiveSettings:
         default_factory=lambda: RetryPolicy(attempts=3, backoff=0.05, stages=3, stage_delay=1.0)
     )
     group: str = "interactive"
+    # How long a counted read's id is kept against redeliveries (an hourly job forgets older ones).
+    read_ids_ttl: float = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
         if not self.cache_ttl > 0:
             raise ValueError(f"cache_ttl must be > 0 seconds, got {self.cache_ttl}")
+        if not self.read_ids_ttl > 0:
+            raise ValueError(f"read_ids_ttl must be > 0 seconds, got {self.read_ids_ttl}")
 
 
 class NotFound(LookupError):
@@ -184,6 +189,12 @@ def build(
     @app.subscriber(READ_TOPIC, group=settings.group, batch=settings.batch, retry=settings.retry)
     async def count_reads(events: list[ArticleRead], ctx: Context) -> None:
         await service.count_reads(events, ctx)
+
+    @Scheduler(app).every(3600, name="interactive-forget-read-ids")
+    async def forget_read_ids() -> None:
+        gone = await storage.forget_reads(time.time() - settings.read_ids_ttl)
+        if gone:
+            log.info("forgot %d counted read ids older than %.0f s", gone, settings.read_ids_ttl)
 
     if own_resources:
         app.on_startup(storage.open)

@@ -11,9 +11,11 @@ Tables (the same in SQLite and PostgreSQL):
   the same transaction; liking again changes nothing, and a cancel flips it
   back and subtracts 1, so the count never counts a user twice nor goes
   below zero.
-- `interactive_read_events (event_id)`: the ids of the read events already
-  counted, written in the same transaction as the counters, so a
-  redelivered read event (herald delivers at least once) is counted once.
+- `interactive_read_events (event_id, counted_at)`: the ids of the read
+  events already counted, written in the same transaction as the counters,
+  so a redelivered read event (herald delivers at least once) is counted
+  once. Ids older than the service's `read_ids_ttl` are forgotten by an
+  hourly job (`forget_reads`), or the table would grow by every read.
 """
 
 from __future__ import annotations
@@ -117,6 +119,11 @@ class InteractiveStorage(Protocol):
 
     async def user_state(self, biz: str, biz_id: int, uid: int) -> tuple[bool, bool]:
         """(liked, collected) for one user."""
+        ...
+
+    async def forget_reads(self, before: float) -> int:
+        """Forget the ids of read events counted before `before` (unix seconds);
+        returns how many went."""
         ...
 
     async def all_counters(self) -> list[Counters]:

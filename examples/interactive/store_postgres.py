@@ -160,6 +160,12 @@ class PostgresInteractiveStorage:
         )
         return bool(row and row[0]), bool(row and row[1])
 
+    async def forget_reads(self, before: float) -> int:
+        status = await self._ready().execute(
+            "DELETE FROM interactive_read_events WHERE counted_at < to_timestamp($1)", before
+        )
+        return int(status.split()[-1])  # "DELETE n"
+
     async def all_counters(self) -> list[Counters]:
         rows = await self._ready().fetch(f"SELECT {_COLUMNS} FROM interactive ORDER BY biz, biz_id")
         return [_counters(row) for row in rows]

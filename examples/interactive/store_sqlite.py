@@ -141,6 +141,13 @@ class SqliteInteractiveStorage:
 
         return await self._run(read)
 
+    async def forget_reads(self, before: float) -> int:
+        def write(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM interactive_read_events WHERE counted_at < ?",
+                              (int(before * 1000),)).rowcount
+
+        return await self._run(write)
+
     async def all_counters(self) -> list[Counters]:
         def read(db: sqlite3.Connection) -> list[Counters]:
             rows = db.execute(f"SELECT {_COLUMNS} FROM interactive ORDER BY biz, biz_id").fetchall()

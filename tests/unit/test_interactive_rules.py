@@ -9,6 +9,7 @@ PostgreSQL and Redis must be running: a test fails, never skips, without them.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -161,6 +162,21 @@ async def test_i2_i6_a_read_event_id_counts_once_also_inside_one_batch(
     assert again == [Increment("article", 1, "read_cnt", 1)]
     assert await read_count(storage, 1) == 2
     assert await storage.add_reads([]) == []
+
+
+async def test_i6_counted_read_ids_are_forgotten_after_their_ttl(storage: InteractiveStorage) -> None:
+    await storage.add_reads([Read("old-1", "article", 3), Read("old-2", "article", 3)])
+    assert await storage.forget_reads(time.time() - 3600) == 0  # counted just now: kept
+    assert await storage.add_reads([Read("old-1", "article", 3)]) == []
+    assert await storage.forget_reads(time.time() + 1) == 2
+    # forgotten ids count again (a redelivery after the ttl); the counters stay as they were
+    assert await read_count(storage, 3) == 2
+    assert await storage.add_reads([Read("old-1", "article", 3)]) == [Increment("article", 3, "read_cnt", 1)]
+
+
+def test_the_read_ids_ttl_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="read_ids_ttl"):
+        InteractiveSettings(read_ids_ttl=0)
 
 
 # -- I5: like, cancel like and collect are idempotent per user -----------------------------
