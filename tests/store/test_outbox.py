@@ -448,3 +448,34 @@ def test_envelope_of_takes_a_correlation_without_a_parent() -> None:
         envelope_of(event, "todo", parent=plain, correlation_id="req-42")
     with pytest.raises(ConfigError, match="non-empty"):
         envelope_of(event, "todo", correlation_id="")
+
+
+async def test_a_commit_in_another_process_wakes_the_relay_on_postgres(
+    postgres_dsn: str, broker: SqliteBroker
+) -> None:
+    from herald.store.postgres import PostgresEventStore
+
+    from .conftest import drop_schema, new_schema
+
+    schema = new_schema()
+    # Two store objects on one schema stand for two processes: no in-process
+    # nudge reaches the relay's store, only PostgreSQL's notification.
+    relay_side, writer_side = (PostgresEventStore(postgres_dsn, schema=schema) for _ in range(2))
+    try:
+        for store in (relay_side, writer_side):
+            await store.connect()
+        writer = Outbox(writer_side, source="shop")
+        await writer.setup()
+        async with OutboxRelay(relay_side, broker, poll_interval=30):
+            await asyncio.sleep(0.3)  # its first look found nothing: now it waits up to 30 s
+            started = time.monotonic()
+            async with writer_side.transaction() as tx:
+                await writer.add(tx, "orders", placed("o77", 1))
+            while not await published(broker, "orders"):
+                assert time.monotonic() - started < 5, "the relay slept through the commit"
+                await asyncio.sleep(0.02)
+        assert time.monotonic() - started < 5
+    finally:
+        for store in (writer_side, relay_side):
+            await store.close()
+        await drop_schema(schema)

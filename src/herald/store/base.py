@@ -8,7 +8,7 @@ Seed 002's `GetByAggregateID` is `read_stream`, its `GetByEventType` is
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -208,6 +208,14 @@ class EventStore(ABC):
     @abstractmethod
     async def last_position(self) -> int:
         """The highest position a reader may see now."""
+
+    async def wake_on(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever a transaction in another process sends a
+        notification on `channel` (PostgreSQL's LISTEN; the outbox's table
+        sends one per commit that added rows). Stores without notifications
+        do nothing: their readers poll. Call it again after a wait: it listens
+        again if the connection was lost."""
+        return None
 
     async def stats(self) -> StoreStats:
         """Counts over the whole store. This default reads every event; the

@@ -24,6 +24,7 @@ general do not (the sequence gap problem). SQLite has one writer at a time.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 import weakref
@@ -112,7 +113,28 @@ def schema(backend: str, table: str, ref: str) -> list[str]:
     ]
     if pg:
         statements.append(f"CREATE TABLE IF NOT EXISTS {ref}_keys (key TEXT PRIMARY KEY)")
+        # Relays in other processes LISTEN: each transaction that adds rows wakes
+        # them once at its commit (PostgreSQL folds equal notifications).
+        statements += [
+            f"""CREATE OR REPLACE FUNCTION {ref}_notify() RETURNS trigger LANGUAGE plpgsql AS $fn$
+            BEGIN PERFORM pg_notify('{wake_channel(ref)}', ''); RETURN NULL; END $fn$""",
+            # only when missing: CREATE TRIGGER locks the table against writers
+            f"""DO $do$ BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                               WHERE tgname = '{table}_notify' AND tgrelid = '{ref}'::regclass) THEN
+                    CREATE TRIGGER {table}_notify AFTER INSERT ON {ref}
+                    FOR EACH STATEMENT EXECUTE FUNCTION {ref}_notify();
+                END IF;
+            END $do$""",
+        ]
     return statements
+
+
+def wake_channel(ref: str) -> str:
+    """The NOTIFY channel of the outbox table `ref` (as SQL names it): at most
+    63 bytes, PostgreSQL's limit, whatever the schema's name."""
+    digest = hashlib.sha1(ref.encode()).hexdigest()[:16]
+    return f"herald_outbox_{digest}"
 
 
 async def run_ddl(store: EventStore, lock_name: str, statements: Callable[[str], list[str]]) -> None:

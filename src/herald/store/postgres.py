@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +110,7 @@ class PostgresEventStore(EventStore):
         self._kept = KeptConnection(max_pool)  # for appends and reads: see postgres_conn.py
         self._connecting = asyncio.Lock()
         self._listen_lock = asyncio.Lock()
+        self._wakeups: dict[str, list[Callable[[], None]]] = {}  # wake_on: channel -> callbacks
         self.signal = DataSignal()
 
     # -- lifecycle -----------------------------------------------------------
@@ -184,12 +185,29 @@ class PostgresEventStore(EventStore):
             self._listener = listener
             listener.add_termination_listener(self._listener_lost)
             await listener.add_listener(self._channel, self._notified)
+            for wakeup in list(self._wakeups):
+                await listener.add_listener(wakeup, self._woken)
             self._listening = True
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
             self._listener_lost(None)
 
     def _notified(self, *_: object) -> None:
         self.signal.notify()
+
+    async def wake_on(self, channel: str, callback: Callable[[], None]) -> None:
+        callbacks = self._wakeups.setdefault(channel, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
+        listener = self._listener
+        if self._listening and listener is not None and len(callbacks) == 1:
+            # a channel new to a connection already listening
+            with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
+                await listener.add_listener(channel, self._woken)
+        await self._listen()
+
+    def _woken(self, _connection: object, _pid: object, channel: str, _payload: object) -> None:
+        for callback in self._wakeups.get(channel, ()):
+            callback()
 
     def _listener_lost(self, _: object) -> None:
         listener, self._listener, self._listening = self._listener, None, False

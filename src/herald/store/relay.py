@@ -41,6 +41,8 @@ from herald.store.outbox import (
     marks,
     signal_of,
     sql_for,
+    table_ref,
+    wake_channel,
 )
 
 __all__ = ["Backoff", "OutboxRelay", "RelayStats"]
@@ -135,6 +137,7 @@ class OutboxRelay:
         self.broker = from_url(broker) if isinstance(broker, str) else broker
         self.table = check_table(table)
         self.outbox = Outbox(store, table=self.table)
+        self._channel = wake_channel(table_ref(store, "postgres", self.table))
         self.batch_size = batch_size
         self.poll_interval = float(poll_interval)
         self.lease_ttl = float(lease_ttl)
@@ -218,6 +221,10 @@ class OutboxRelay:
                 continue
             wait = max(self._pause_until - time.time(), self.poll_interval)
             deadline = time.monotonic() + wait
+            try:  # commits in other processes wake us too (PostgreSQL; listens again if lost)
+                await self.store.wake_on(self._channel, signal.notify)
+            except Exception as exc:  # polling still finds the rows
+                log.debug("outbox relay %s cannot listen: %s", self.name, exc)
             while not self._stopping and (left := deadline - time.monotonic()) > 0:
                 await signal.wait(seen, left)
                 seen = signal.version
