@@ -72,33 +72,33 @@ class PartitionTracker:
     """Offsets handed out of one partition; the commit point is the highest
     offset below which everything was acknowledged."""
 
-    __slots__ = ("_acked", "_order", "committed")
+    __slots__ = ("acked", "committed", "order")
 
     def __init__(self, committed: int) -> None:
         self.committed = committed
-        self._order: deque[int] = deque()
-        self._acked: set[int] = set()
+        self.order: deque[int] = deque()
+        self.acked: set[int] = set()
 
     def fetched(self, offset: int) -> None:
-        self._order.append(offset)
+        self.order.append(offset)
 
     def ack(self, offset: int) -> bool:
         """Returns True when the commit point moved."""
-        order = self._order
+        order = self.order
         if order and order[0] == offset:
             order.popleft()
             self.committed = offset
-            acked = self._acked
+            acked = self.acked
             while order and order[0] in acked:
                 self.committed = order.popleft()
                 acked.discard(self.committed)
             return True
-        self._acked.add(offset)
+        self.acked.add(offset)
         return False
 
     @property
     def in_flight(self) -> int:
-        return len(self._order)
+        return len(self.order)
 
 
 class DataSignal:

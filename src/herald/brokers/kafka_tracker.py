@@ -20,49 +20,30 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import TopicPartition
 
+from herald.brokers._log import PartitionTracker
+
 if TYPE_CHECKING:
     from herald.brokers.kafka_records import KafkaDelivery
 
 Key = tuple[str, int]  # (full topic name, partition)
 
 
-class Tracker:
-    """Offsets of one partition put in the buffer since its last (re)start, and
-    which of them were acknowledged: `committed` is the highest offset below
-    which every one was (brokers/_log.py's PartitionTracker, plus `part`, the
-    owner record, and `drop_from` for records taken back out of the buffer)."""
+class Tracker(PartitionTracker):
+    """brokers/_log.py's PartitionTracker of one partition's buffered offsets,
+    plus `part`, the owner record, and `drop_from` for records taken back out
+    of the buffer (offsets go straight on `order`, in bulk, under the lock)."""
 
-    __slots__ = ("acked", "committed", "order", "part")
+    __slots__ = ("part",)
 
     def __init__(self, committed: int, part: Any) -> None:
-        self.committed = committed
-        self.order: deque[int] = deque()
-        self.acked: set[int] = set()
+        super().__init__(committed)
         self.part = part  # the consumer's record of the partition; its `tracker` is this while live
-
-    def ack(self, offset: int) -> bool:
-        """Returns True when the commit point moved."""
-        order = self.order
-        if order and order[0] == offset:
-            order.popleft()
-            self.committed = offset
-            acked = self.acked
-            while order and order[0] in acked:
-                self.committed = order.popleft()
-                acked.discard(self.committed)
-            return True
-        self.acked.add(offset)
-        return False
 
     def drop_from(self, offset: int) -> None:
         """Forget offsets >= `offset` (buffered, never handed out: the buffer's tail)."""
         order = self.order
         while order and order[-1] >= offset:
             self.acked.discard(order.pop())
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.order)
 
 
 class Part:
