@@ -479,3 +479,11 @@ async def test_a_commit_in_another_process_wakes_the_relay_on_postgres(
         for store in (writer_side, relay_side):
             await store.close()
         await drop_schema(schema)
+
+
+@pytest.mark.parametrize(("channel", "callback"), [
+    ("", print), ("x" * 64, print), (7, print), (None, print), ("herald_ok", "not callable"),
+])
+async def test_wake_on_refuses_garbage(store: EventStore, channel: object, callback: object) -> None:
+    with pytest.raises(ConfigError):
+        await store.wake_on(channel, callback)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from herald.errors import HeraldError
+from herald.errors import ConfigError, HeraldError
 from herald.event import Envelope
 
 
@@ -214,8 +214,12 @@ class EventStore(ABC):
         notification on `channel` (PostgreSQL's LISTEN; the outbox's table
         sends one per commit that added rows). Stores without notifications
         do nothing: their readers poll. Call it again after a wait: it listens
-        again if the connection was lost."""
-        return None
+        again if the connection was lost. Backends call this first: it checks
+        the arguments."""
+        if not isinstance(channel, str) or not 0 < len(channel.encode()) <= 63:
+            raise ConfigError(f"channel must be a name of 1 to 63 bytes, got {channel!r}")
+        if not callable(callback):
+            raise ConfigError(f"callback must be a function taking no arguments, got {callback!r}")
 
     async def stats(self) -> StoreStats:
         """Counts over the whole store. This default reads every event; the

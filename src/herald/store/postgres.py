@@ -195,6 +195,7 @@ class PostgresEventStore(EventStore):
         self.signal.notify()
 
     async def wake_on(self, channel: str, callback: Callable[[], None]) -> None:
+        await super().wake_on(channel, callback)  # checks the arguments
         callbacks = self._wakeups.setdefault(channel, [])
         if callback not in callbacks:
             callbacks.append(callback)
