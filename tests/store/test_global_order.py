@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,8 @@ from herald import App, Envelope, Event
 from herald.store import EventStore, StoredEvent
 from herald.store.postgres import PostgresEventStore
 from herald.store.urls import store_from_url
+
+ROOT = Path(__file__).resolve().parents[2]  # the workers run as `python -m tests.store...` from here
 
 
 class Ticked(Event, type="order.ticked", version=1):
@@ -161,3 +165,25 @@ async def test_postgres_wakes_readers_by_notify_and_still_polls_without_it(store
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_writers_in_three_processes_share_one_stream(store_url: str, store: EventStore) -> None:
+    """Each process appends with optimistic retries: on SQLite the loop's
+    connection meets the others' locks and hands those calls to its thread."""
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.store.append_worker", store_url, tag, "150",
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        for tag in ("a", "b", "c")
+    ]
+    for worker in workers:
+        _, err = await asyncio.wait_for(worker.communicate(), 120)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    shared = await store.read_stream("shared")
+    assert [e.version for e in shared] == list(range(1, 451))
+    assert len({e.id for e in shared}) == 450
+    for tag in ("a", "b", "c"):
+        assert [e.version for e in await store.read_stream(f"own-{tag}")] == list(range(1, 151))
+    positions = [e.position for e in await store.read_all(limit=2000)]
+    assert len(positions) == 900 and positions == sorted(positions)
