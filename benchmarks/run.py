@@ -10,6 +10,9 @@ Cases (all run by default, in one process, one after another):
     sqlite      herald on sqlite:///<tmp>/bench.db, acknowledgements on (positions committed)
     raw-sqlite  floor for it: plain sqlite3, a writer thread inserting chunks in one transaction
                 each, a reader thread selecting by id in batches and committing an offset row
+    sqlite-dedup
+                `sqlite` with `dedup=True`: each event's id checked and recorded in the
+                SQLite dedup store (the default store of an App on the SQLite broker)
     steady      herald on sqlite, app.publish of single events at a steady rate (default 1,000/s)
     raw-steady  floor for it: plain sqlite3, one autocommitted INSERT per event at the same rate
     store-sqlite, store-postgres
@@ -64,7 +67,7 @@ BROKER_CASES = tuple(
 )  # herald, the raw client and FastStream on a real broker: benchmarks/brokers/<name>.py
 # The event store beside a raw floor and `eventsourcing`: benchmarks/stores/<name>.py
 STORE_CASES = ("store-sqlite", "store-postgres")
-ALL_CASES = ("memory", "raw-memory", "sqlite", "raw-sqlite", "steady", "raw-steady", "codecs",
+ALL_CASES = ("memory", "raw-memory", "sqlite", "raw-sqlite", "sqlite-dedup", "steady", "raw-steady", "codecs",
              *BROKER_CASES, *STORE_CASES)
 # Cases measured by a module of their own, recorded as they come (not Result rows).
 SIDE_CASES = ("codecs", *BROKER_CASES, *STORE_CASES)
@@ -273,10 +276,10 @@ class Sink:
             self.done.set()
 
 
-def herald_app(url: str, sink: Sink) -> App:
+def herald_app(url: str, sink: Sink, *, dedup: bool = False) -> App:
     app = App("bench", broker=url)
 
-    @app.subscriber(TOPIC, group=GROUP)
+    @app.subscriber(TOPIC, group=GROUP, dedup=dedup)
     async def handle(event: BenchEvent) -> None:
         sink.handled(event.sent)
 
@@ -306,10 +309,10 @@ async def _publish_chunks(
 
 
 async def herald_throughput(
-    name: str, url: str, broker: str, args: argparse.Namespace, progress: Progress
+    name: str, url: str, broker: str, args: argparse.Namespace, progress: Progress, *, dedup: bool = False
 ) -> Result:
     sink = Sink(progress)
-    app = herald_app(url, sink)
+    app = herald_app(url, sink, dedup=dedup)
     await app.start()
     try:
         sink.reset(args.warmup)
@@ -322,8 +325,8 @@ async def herald_throughput(
         await _publish_chunks(app, sink, args.events, args.chunk, args.window, args.warmup)
         await _wait_done(sink, args.timeout)
         elapsed = (sink.last if sink.count else perf_counter()) - start
-        return summarize(name, broker, "herald", "throughput", sink.latencies, elapsed, args.events,
-                         chunk=args.chunk, window=args.window)
+        return summarize(name, broker, "herald", "throughput-dedup" if dedup else "throughput",
+                         sink.latencies, elapsed, args.events, chunk=args.chunk, window=args.window)
     finally:
         await app.stop(timeout=0.5)  # all handled by now: nothing to wait for
 
@@ -719,6 +722,8 @@ async def run_case(name: str, args: argparse.Namespace, progress: Progress, work
         return await herald_throughput(name, "memory://", "memory", args, progress)
     if name == "sqlite":
         return await herald_throughput(name, f"sqlite:///{db}", "sqlite", args, progress)
+    if name == "sqlite-dedup":
+        return await herald_throughput(name, f"sqlite:///{db}", "sqlite", args, progress, dedup=True)
     if name == "steady":
         return await herald_steady(name, f"sqlite:///{db}", "sqlite", args, progress)
     if name == "raw-memory":

@@ -8,12 +8,14 @@ exactly-once effects, record the id in the handler's own transaction.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Protocol
 
 from herald._sqlite import SqliteThread, transaction
+from herald._sqlite_loop import Busy, LoopConnection
 from herald.errors import ConfigError
 
 
@@ -55,7 +57,13 @@ class MemoryDedupStore:
 
 
 class SqliteDedupStore:
-    """Durable store in a SQLite file (may be the broker's own file)."""
+    """Durable store in a SQLite file (may be the broker's own file).
+
+    `seen` and `remember` run on the event loop's own connection (a dedup
+    check is a few microseconds of SQLite; a hop to a thread cost more): it
+    never waits for SQLite's lock, a busy database sends the call to the
+    store's thread instead (see `_sqlite_loop`). Expired ids are deleted on
+    the thread now and then."""
 
     def __init__(self, path: str, ttl: float = 24 * 3600) -> None:
         if ttl <= 0:
@@ -63,10 +71,17 @@ class SqliteDedupStore:
         self.path = path
         self.ttl = ttl
         self._db = SqliteThread(path, name="herald-dedup")
+        self._write_lock = asyncio.Lock()
+        self._loop_db = LoopConnection(self._db, self._write_lock)
+        self._opening = asyncio.Lock()
         self._writes = 0
 
     async def _ready(self) -> SqliteThread:
-        await self._db.open(_SCHEMA)
+        if not self._loop_db.is_open:
+            async with self._opening:  # the first calls may come at once
+                if not self._loop_db.is_open:
+                    await self._db.open(_SCHEMA)
+                    self._loop_db.open()
         return self._db
 
     async def seen(self, group: str, event_id: str) -> bool:
@@ -76,7 +91,11 @@ class SqliteDedupStore:
             ).fetchone()
             return row is not None and row[0] > time.time() - self.ttl
 
-        return await (await self._ready()).run(query)
+        thread = await self._ready()
+        try:
+            return await self._loop_db.call(query)
+        except Busy:
+            return await thread.run(query)
 
     async def remember(self, group: str, event_ids: Iterable[str]) -> None:
         rows = [(group, event_id, time.time()) for event_id in event_ids]
@@ -84,14 +103,26 @@ class SqliteDedupStore:
         def write(db: sqlite3.Connection) -> None:
             with transaction(db):
                 db.executemany("INSERT OR REPLACE INTO herald_dedup VALUES (?, ?, ?)", rows)
-                self._writes += 1
-                if self._writes % 1000 == 0:  # expire old ids now and then
-                    db.execute("DELETE FROM herald_dedup WHERE seen_at < ?", (time.time() - self.ttl,))
 
-        await (await self._ready()).run(write)
+        thread = await self._ready()
+        async with self._write_lock:
+            try:
+                await self._loop_db.call(write)
+                self._loop_db.wrote()
+            except Busy:
+                await thread.run(write)
+            self._writes += 1
+            if self._writes % 1000 == 0:  # expire old ids now and then, off the loop
+                await thread.run(_expire, time.time() - self.ttl)
 
     async def close(self) -> None:
+        await self._loop_db.close()
         await self._db.close()
+
+
+def _expire(db: sqlite3.Connection, before: float) -> None:
+    with transaction(db):
+        db.execute("DELETE FROM herald_dedup WHERE seen_at < ?", (before,))
 
 
 _SCHEMA = """
