@@ -3,7 +3,8 @@ connection thread of `_sqlite.SqliteThread`, for calls shorter than a hop.
 
 An append of one event or a page of reads takes SQLite 20-60 microseconds;
 a round trip to a connection thread and back costs 30-60 more. The event
-store therefore makes its short calls here, where they cannot wait:
+store and the dedup store therefore make their short calls here, where they
+cannot wait:
 
 - `busy_timeout` is 0, so a call that would wait for another writer (a
   transaction, another process) raises `Busy` at once, and the caller makes
@@ -35,7 +36,7 @@ from typing import Any, TypeVar
 from herald._sqlite import SqliteThread
 from herald.errors import NotRunning
 
-log = logging.getLogger("herald.store")
+log = logging.getLogger("herald.sqlite")
 
 T = TypeVar("T")
 # Writes between two checkpoints: about SQLite's own 1,000-page default for
