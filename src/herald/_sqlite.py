@@ -13,6 +13,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,7 +71,7 @@ class SqliteThread:
                 raise OSError(f"directory {str(parent)!r} does not exist")
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 30000")
-        db.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(db)
         db.execute(f"PRAGMA synchronous = {self._synchronous}")
         if schema:
             with transaction(db):
@@ -131,6 +132,22 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
     else:
         future.set_exception(error)
+
+
+def _switch_to_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """`PRAGMA journal_mode = WAL`, waiting for other connections that open a
+    new file at the same moment: SQLite answers that pragma with "database is
+    locked" at once, without its busy handler, while another connection makes
+    the same switch (two workers starting on a fresh file)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 @contextlib.contextmanager

@@ -93,7 +93,8 @@ class LoopConnection:
         try:
             return fn(db, *args)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            # the primary code: the extended ones (BUSY_RECOVERY, BUSY_SNAPSHOT, ...) are busy too
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 if db.in_transaction:  # fn began and could not finish: leave no lock behind
                     db.execute("ROLLBACK")
                 raise Busy(str(exc)) from exc

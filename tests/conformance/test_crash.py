@@ -90,7 +90,8 @@ async def test_sigkill_one_of_two_workers(brokers: Brokers, tmp_path: Path) -> N
                              what="the survivor finishes the killed worker's partitions")
         except AssertionError as exc:  # say how far it got: a stall and a slow machine differ
             missing = sorted(set(range(EVENTS)) - set(handled(out)))
-            alive = "alive" if workers[1].poll() is None else f"exited {workers[1].returncode}"
+            alive = "alive" if workers[1].poll() is None else f"exited {workers[1].returncode}: " + (
+                workers[1].stderr.read().decode()[-3000:] if workers[1].stderr else "")
             raise AssertionError(f"{exc}: {len(missing)} of {EVENTS} missing (first {missing[:5]}), "
                                  f"survivor {alive}") from None
         stop(workers[1])
