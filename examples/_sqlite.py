@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from herald._sqlite import switch_to_wal
+
 T = TypeVar("T")
 
 
@@ -47,7 +49,7 @@ class SqliteDb:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 30000")
         if self.path != ":memory:":
-            db.execute("PRAGMA journal_mode = WAL")
+            switch_to_wal(db)  # waits for another process opening the same new file
         db.executescript(self._schema)
         return db
 

@@ -71,7 +71,7 @@ class SqliteThread:
                 raise OSError(f"directory {str(parent)!r} does not exist")
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 30000")
-        _switch_to_wal(db)
+        switch_to_wal(db)
         db.execute(f"PRAGMA synchronous = {self._synchronous}")
         if schema:
             with transaction(db):
@@ -134,7 +134,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
-def _switch_to_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
+def switch_to_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
     """`PRAGMA journal_mode = WAL`, waiting for other connections that open a
     new file at the same moment: SQLite answers that pragma with "database is
     locked" at once, without its busy handler, while another connection makes
