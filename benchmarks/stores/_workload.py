@@ -27,6 +27,7 @@ import msgspec
 
 from herald import App, Event
 from herald.event import Envelope
+from herald.store import EventStore
 
 perf_counter = time.perf_counter
 PAGE = 1000
@@ -79,6 +80,49 @@ def make_items(streams: int, per_stream: int, tag: str, batch: int = 1) -> dict[
                 env = _APP.envelope(StoreEvent(account=name, seq=v, amount=v * 1.5, data=DATA))
                 out[name].append(Item(env, name, v, TYPE, env.data))
     return out
+
+
+class HeraldStore:
+    """herald's EventStore (either backend) as an AsyncSystem."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def append(self, stream: str, expected: int, items: Sequence[Item]) -> None:
+        await self.store.append(stream, [i.envelope for i in items], expected)
+
+    async def read_stream(self, stream: str) -> int:
+        return len(await self.store.read_stream(stream))
+
+    async def read_all(self, after: int, limit: int) -> tuple[int, int]:
+        events = await self.store.read_all(after, limit)
+        return len(events), events[-1].position if events else after
+
+
+class EventSourcingRecorder:
+    """The eventsourcing library's recorder as a SyncSystem; a subclass makes
+    `datastore` and `recorder` for its database (stores/sqlite.py, postgres.py)."""
+
+    datastore: Any
+    recorder: Any
+
+    def append(self, stream: str, expected: int, items: Sequence[Item]) -> None:
+        from eventsourcing.persistence import StoredEvent
+
+        self.recorder.insert_events([
+            StoredEvent(originator_id=stream, originator_version=expected + n, topic=i.type, state=i.data)
+            for n, i in enumerate(items, 1)
+        ])
+
+    def read_stream(self, stream: str) -> int:
+        return len(self.recorder.select_events(stream))
+
+    def read_all(self, after: int, limit: int) -> tuple[int, int]:
+        rows = self.recorder.select_notifications(after, limit, inclusive_of_start=False)
+        return len(rows), rows[-1].id if rows else after
+
+    def close(self) -> None:
+        self.datastore.close()
 
 
 class SyncSystem(Protocol):

@@ -41,25 +41,10 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from herald.store.postgres import PostgresEventStore
-from stores._workload import Item, each_system, run_async, run_sync
+from stores._workload import EventSourcingRecorder, HeraldStore, Item, each_system, run_async, run_sync
 
 STORE = "postgres"
 DSN = os.environ.get("HERALD_BENCH_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
-
-
-class Herald:
-    def __init__(self, store: PostgresEventStore) -> None:
-        self.store = store
-
-    async def append(self, stream: str, expected: int, items: Sequence[Item]) -> None:
-        await self.store.append(stream, [i.envelope for i in items], expected)
-
-    async def read_stream(self, stream: str) -> int:
-        return len(await self.store.read_stream(stream))
-
-    async def read_all(self, after: int, limit: int) -> tuple[int, int]:
-        events = await self.store.read_all(after, limit)
-        return len(events), events[-1].position if events else after
 
 
 class Raw:
@@ -99,7 +84,7 @@ class Raw:
         return len(rows), rows[-1][0] if rows else after
 
 
-class EventSourcing:
+class EventSourcing(EventSourcingRecorder):
     def __init__(self, schema: str) -> None:
         from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
@@ -110,24 +95,6 @@ class EventSourcing:
         )
         self.recorder = PostgresApplicationRecorder(self.datastore)
         self.recorder.create_table()
-
-    def append(self, stream: str, expected: int, items: Sequence[Item]) -> None:
-        from eventsourcing.persistence import StoredEvent
-
-        self.recorder.insert_events([
-            StoredEvent(originator_id=stream, originator_version=expected + n, topic=i.type, state=i.data)
-            for n, i in enumerate(items, 1)
-        ])
-
-    def read_stream(self, stream: str) -> int:
-        return len(self.recorder.select_events(stream))
-
-    def read_all(self, after: int, limit: int) -> tuple[int, int]:
-        rows = self.recorder.select_notifications(after, limit, inclusive_of_start=False)
-        return len(rows), rows[-1].id if rows else after
-
-    def close(self) -> None:
-        self.datastore.close()
 
 
 async def _admin() -> asyncpg.Connection:
@@ -165,7 +132,7 @@ async def cases(events: int) -> list[dict[str, Any]]:
         store = PostgresEventStore(DSN, schema=await fresh("herald"))
         await store.connect()
         try:
-            return await run_async(STORE, "herald", Herald(store), items, batch, reads)
+            return await run_async(STORE, "herald", HeraldStore(store), items, batch, reads)
         finally:
             await store.close()
 

@@ -28,7 +28,7 @@ from ..orders.events import (
 from ..orders.system import SERVICES as ORDER_SERVICES
 from ..orders.workload import EXPECTED, OrdersClient
 from .parts import Place, Progress, Served, Stats, Summary
-from .service_process import ServiceProcess
+from .service_process import ServiceProcess, stop_all
 
 NAME = "orders"
 SERVICES = ("orders", "inventory", "payment", "order-saga")
@@ -118,14 +118,7 @@ class RemoteOrders(_OrdersPart):
         self.target = HttpOrders(clients)
 
     async def stop(self) -> None:
-        problems = []
-        for process in reversed(self.processes.values()):
-            try:
-                self.stats.update(await process.stop())
-            except Exception as exc:
-                problems.append(str(exc))
-        if problems:
-            raise RuntimeError("; ".join(problems))
+        await stop_all(reversed(self.processes.values()), self.stats)
 
 
 def local(place: Place) -> LocalOrdersPart:

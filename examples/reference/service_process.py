@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -121,3 +122,16 @@ class ServiceProcess:
         except OSError:
             return "(no log)"
         return " | ".join(text[-lines:]) or "(empty log)"
+
+
+async def stop_all(processes: Iterable[ServiceProcess], stats: Stats) -> None:
+    """Stop every process (in the order given), their counts into `stats`;
+    then one RuntimeError naming every process that did not stop cleanly."""
+    problems = []
+    for process in processes:
+        try:
+            stats.update(await process.stop())
+        except Exception as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RuntimeError("; ".join(problems))

@@ -18,7 +18,7 @@ from ..shop import GOODS_TOPIC, ShopSettings, from_urls, workload
 from ..shop.api import make_api
 from ..shop.service import shop_from_urls, store_from_urls
 from .parts import Place, Progress, Served, Stats, Summary, apps_stats
-from .service_process import ServiceProcess
+from .service_process import ServiceProcess, stop_all
 
 NAME = "shop"
 SERVICES = ("shop", "store")
@@ -115,14 +115,7 @@ class RemoteShop(_ShopPart):
                                         restock_below=settings.restock_below)
 
     async def stop(self) -> None:
-        problems = []
-        for process in reversed(self.processes.values()):
-            try:
-                self.stats.update(await process.stop())
-            except Exception as exc:
-                problems.append(str(exc))
-        if problems:
-            raise RuntimeError("; ".join(problems))
+        await stop_all(reversed(self.processes.values()), self.stats)
 
 
 def local(place: Place) -> LocalShop:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ..todo import TOPIC, TodoSystem, from_urls, workload
 from ..todo.client import HttpTodo, TodoClient
 from .parts import Place, Progress, Served, Stats, Summary, apps_stats
-from .service_process import ServiceProcess
+from .service_process import ServiceProcess, stop_all
 
 NAME = "todo"
 SERVICES = ("todo", "notification", "analytics", "event-store")
@@ -96,17 +96,10 @@ class RemoteTodo(_TodoPart):
         return found
 
     async def stop(self) -> None:
-        problems = []
         if self.readers_open:
             self.readers_open = False
             await self.system.close_readers()
-        for process in reversed(self.processes.values()):
-            try:
-                self.stats.update(await process.stop())
-            except Exception as exc:
-                problems.append(str(exc))
-        if problems:
-            raise RuntimeError("; ".join(problems))
+        await stop_all(reversed(self.processes.values()), self.stats)
 
 
 def local(place: Place) -> LocalTodo:

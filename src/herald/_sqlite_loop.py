@@ -51,7 +51,8 @@ class Busy(Exception):
 
 
 class LoopConnection:
-    """`call(fn, *args)` runs `fn(connection, *args)` here and now, or raises Busy."""
+    """`call(fn, *args)` runs `fn(connection, *args)` here and now, or raises
+    Busy; `run` and `write` make the call on the thread instead."""
 
     def __init__(
         self, thread: SqliteThread, write_lock: asyncio.Lock, *, synchronous: str = "NORMAL"
@@ -100,7 +101,24 @@ class LoopConnection:
                 raise Busy(str(exc)) from exc
             raise
 
-    def wrote(self) -> None:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` here, or on the thread when it would wait for a lock."""
+        try:
+            return await self.call(fn, *args)
+        except Busy:
+            return await self._thread.run(fn, *args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """`run` for a write that commits (the caller holds the write lock);
+        counts it towards the next checkpoint."""
+        try:
+            result = await self.call(fn, *args)
+        except Busy:
+            return await self._thread.run(fn, *args)
+        self._wrote()
+        return result
+
+    def _wrote(self) -> None:
         """Count a committed write; start a checkpoint now and then."""
         self._writes += 1
         if self._writes < CHECKPOINT_EVERY or (

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from herald._sqlite import SqliteThread, transaction
-from herald._sqlite_loop import Busy, LoopConnection
+from herald._sqlite_loop import LoopConnection
 from herald.errors import ConfigError
 
 
@@ -91,11 +91,8 @@ class SqliteDedupStore:
             ).fetchone()
             return row is not None and row[0] > time.time() - self.ttl
 
-        thread = await self._ready()
-        try:
-            return await self._loop_db.call(query)
-        except Busy:
-            return await thread.run(query)
+        await self._ready()
+        return await self._loop_db.run(query)
 
     async def remember(self, group: str, event_ids: Iterable[str]) -> None:
         rows = [(group, event_id, time.time()) for event_id in event_ids]
@@ -106,11 +103,7 @@ class SqliteDedupStore:
 
         thread = await self._ready()
         async with self._write_lock:
-            try:
-                await self._loop_db.call(write)
-                self._loop_db.wrote()
-            except Busy:
-                await thread.run(write)
+            await self._loop_db.write(write)
             self._writes += 1
             if self._writes % 1000 == 0:  # expire old ids now and then, off the loop
                 await thread.run(_expire, time.time() - self.ttl)

@@ -16,6 +16,8 @@ from herald.dedup_postgres import PostgresDedupStore
 from herald.store.postgres import PostgresEventStore
 from herald.store.sqlite import SqliteEventStore
 
+from .dedup_cases import check_seen_and_remember
+
 DSN = os.environ.get("HERALD_TEST_POSTGRES", "postgresql://herald:herald@127.0.0.1:5432/herald")
 
 
@@ -34,26 +36,8 @@ async def schema() -> AsyncIterator[str]:
 
 
 async def test_seen_and_remember(schema: str) -> None:
-    store = PostgresDedupStore(DSN, ttl=0.5, schema=schema)
-    other = PostgresDedupStore(DSN, ttl=60, schema=schema)  # another process, in effect
-    try:
-        assert not await store.seen("g", "e1")
-        await store.remember("g", ["e1", "e2", "e2"])
-        await store.remember("g", [])
-        assert await store.seen("g", "e1") and await store.seen("g", "e2")
-        assert await other.seen("g", "e1"), "shared between processes"
-        assert not await store.seen("h", "e1"), "per group"
-        await asyncio.sleep(0.7)
-        assert not await store.seen("g", "e1"), "forgotten after the TTL"
-        await store.remember("g", ["e1"])
-        assert await store.seen("g", "e1"), "remembered again"
-        await store.close()
-        await store.close()
-        await store.remember("g", ["e3"])  # connects again
-        assert await store.seen("g", "e3")
-    finally:
-        await store.close()
-        await other.close()
+    await check_seen_and_remember(PostgresDedupStore(DSN, ttl=0.5, schema=schema),
+                                  PostgresDedupStore(DSN, ttl=60, schema=schema))
 
 
 class Once(Event, type="test.pgdedup.once", version=1):

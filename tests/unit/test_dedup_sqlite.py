@@ -12,29 +12,12 @@ import pytest
 
 from herald import ConfigError, SqliteDedupStore
 
+from .dedup_cases import check_seen_and_remember
+
 
 async def test_seen_and_remember(tmp_path: Path) -> None:
     path = str(tmp_path / "dedup.db")
-    store = SqliteDedupStore(path, ttl=0.5)
-    other = SqliteDedupStore(path, ttl=60)  # another process, in effect
-    try:
-        assert not await store.seen("g", "e1")
-        await store.remember("g", ["e1", "e2", "e2"])
-        await store.remember("g", [])
-        assert await store.seen("g", "e1") and await store.seen("g", "e2")
-        assert await other.seen("g", "e1"), "shared between connections"
-        assert not await store.seen("h", "e1"), "per group"
-        await asyncio.sleep(0.7)
-        assert not await store.seen("g", "e1"), "forgotten after the TTL"
-        await store.remember("g", ["e1"])
-        assert await store.seen("g", "e1"), "remembered again"
-        await store.close()
-        await store.close()
-        await store.remember("g", ["e3"])  # opens again
-        assert await store.seen("g", "e3")
-    finally:
-        await store.close()
-        await other.close()
+    await check_seen_and_remember(SqliteDedupStore(path, ttl=0.5), SqliteDedupStore(path, ttl=60))
 
 
 async def test_first_calls_at_once_open_one_connection(tmp_path: Path) -> None:

@@ -154,12 +154,8 @@ class SqliteEventStore(EventStore):
         meta = check_append_args(stream, events, expected, metadata)
         refuse_nested_append(self)
         rows = list(events)
-        async with self._write_lock:
-            try:
-                version = await self._loop_db.call(append_rows, stream, rows, expected, meta, time.time())
-                self._loop_db.wrote()
-            except Busy:  # another process or connection writes: wait on the thread
-                version = await self._db.run(append_rows, stream, rows, expected, meta, time.time())
+        async with self._write_lock:  # on the loop; on the thread when another writer holds SQLite's lock
+            version = await self._loop_db.write(append_rows, stream, rows, expected, meta, time.time())
         self.signal.notify()
         return version
 
@@ -230,8 +226,7 @@ class SqliteEventStore(EventStore):
         # datetimes hold microseconds, the column a float: allow for the rounding
         params = (*types, since.timestamp() - 1e-6 if since else 0.0, limit)
         if limit <= LOOP_ROWS:
-            with contextlib.suppress(Busy):
-                return stored_events(await self._loop_db.call(_fetch, sql, params))
+            return stored_events(await self._loop_db.run(_fetch, sql, params))
         return await self._query(sql, params)
 
     def subscribe(self, after: int = 0) -> AsyncIterator[StoredEvent]:

@@ -11,8 +11,9 @@ import asyncio
 import atexit
 import contextlib
 import hashlib
-import re
 from pathlib import Path
+
+from tests.kafka_namespaces import delete_namespaces
 
 from ..conftest import BrokerSpec
 
@@ -45,22 +46,8 @@ async def restart() -> None:
 @atexit.register
 def _clean_up() -> None:
     """Delete the topics and groups of this run's namespaces (best effort)."""
-    if not _made:
-        return
     with contextlib.suppress(Exception):
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": ADDRESS})
-        mine = re.compile("^(" + "|".join(re.escape(ns) for ns in _made) + ")")
-        topics = [t for t in admin.list_topics(timeout=5).topics if mine.match(t)]
-        for future in (admin.delete_topics(topics, request_timeout=15) if topics else {}).values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=15)
-        groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
-                  if mine.match(g.group_id)]
-        for future in (admin.delete_consumer_groups(groups, request_timeout=15) if groups else {}).values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=15)
+        delete_namespaces(ADDRESS, _made)
 
 
 # settle: with cooperative-sticky assignment, members joining a group take two

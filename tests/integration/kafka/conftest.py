@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from herald.brokers.kafka import KafkaBroker, from_url
+from tests.kafka_namespaces import delete_namespaces
 
 ADDRESS = "127.0.0.1:9092"
 _made: set[str] = set()
@@ -30,21 +29,7 @@ def _clean_up_namespaces() -> Iterator[None]:
     """Topics and groups of the namespaces these tests made are deleted at the end."""
     require_kafka()
     yield
-    if not _made:
-        return
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": ADDRESS})
-    mine = re.compile("^(" + "|".join(re.escape(ns) for ns in _made) + ")")
-    topics = [t for t in admin.list_topics(timeout=5).topics if mine.match(t)]
-    for future in (admin.delete_topics(topics, request_timeout=15) if topics else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid
-              if mine.match(g.group_id)]
-    for future in (admin.delete_consumer_groups(groups, request_timeout=15) if groups else {}).values():
-        with contextlib.suppress(Exception):
-            future.result(timeout=15)
+    delete_namespaces(ADDRESS, _made)
 
 
 @pytest.fixture
