@@ -9,7 +9,7 @@ Built on confluent-kafka (librdkafka), chosen over aiokafka by measurement
   (librdkafka rides out a broker restart by itself).
 - Keys: Kafka's own partitioner (murmur2, as the Java client), so herald and
   other producers put a key in the same partition; keyless records spread.
-- Groups, order, commits, rebalances: kafka_consumer.py.
+- Groups, order, commits: kafka_consumer.py; rebalances: kafka_group.py.
 - Delay (Kafka has none): tiers of one delay topic, kafka_delay.py.
 - LogAdmin (counts, lag, read, delete): kafka_admin.py.
 - URL and options: kafka_options.py; records as deliveries: kafka_records.py.
