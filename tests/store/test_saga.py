@@ -274,9 +274,9 @@ async def test_handled_ids_are_forgotten_after_their_ttl(
 async def test_handled_ids_are_swept_while_handling(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import herald.store.saga_manager as saga_manager
+    import herald.store.saga_handled as saga_handled
 
-    monkeypatch.setattr(saga_manager, "PRUNE_EVERY", 3)
+    monkeypatch.setattr(saga_handled, "PRUNE_EVERY", 3)
     manager = SagaManager(store, [saga], source="order-saga", handled_ttl=60)
     await manager.setup()
     old = env(OrderPlaced(order_id="o10", amount=5))

@@ -60,6 +60,7 @@ from herald.store.saga import (
     Timeout,
     call,
 )
+from herald.store.saga_handled import HandledIds, handled_schema
 
 __all__ = ["HandleResult", "SagaManager", "SagaRecord"]
 
@@ -89,9 +90,6 @@ class SagaRecord(Generic[S]):
     reason: str | None
     created_at: float
     updated_at: float
-
-
-PRUNE_EVERY = 1000  # handled events between two sweeps of old handled ids
 
 
 class SagaManager:
@@ -125,8 +123,7 @@ class SagaManager:
         self.timeout_topic = timeout_topic
         # How long a handled event id is remembered: a redelivery within it is
         # skipped, the ids then go (the table would otherwise grow forever).
-        self.handled_ttl = float(handled_ttl)
-        self._recorded = 0
+        self._handled = HandledIds(self._ref, float(handled_ttl))
         self.outbox = Outbox(store, table=outbox_table, source=source)
         self.sagas = {s.name: s for s in sagas}
         if len(self.sagas) != len(sagas):
@@ -135,6 +132,11 @@ class SagaManager:
         for saga in sagas:
             for event_type, route in saga.routes.items():
                 self._routes.setdefault(event_type, []).append(route)
+
+    @property
+    def handled_ttl(self) -> float:
+        """Seconds a handled event id is remembered (the `handled_ttl` argument)."""
+        return self._handled.ttl
 
     @property
     def event_types(self) -> list[str]:
@@ -155,10 +157,7 @@ class SagaManager:
                 created_at {real} NOT NULL, updated_at {real} NOT NULL,
                 PRIMARY KEY (saga, id))""",
             f"CREATE INDEX IF NOT EXISTS {self.table}_status ON {ref} (saga, status)",
-            f"""CREATE TABLE IF NOT EXISTS {ref}_handled (
-                saga TEXT NOT NULL, id TEXT NOT NULL, event_id TEXT NOT NULL,
-                handled_at {real} NOT NULL, PRIMARY KEY (saga, id, event_id))""",
-            f"CREATE INDEX IF NOT EXISTS {self.table}_handled_at ON {ref}_handled (handled_at)",
+            *handled_schema(ref, self.table, real),
         ]
 
     def _ref(self, backend: str) -> str:
@@ -222,7 +221,7 @@ class SagaManager:
                 f"no {saga.name!r} saga has id {saga_id!r}: {envelope.type} (event {envelope.id}) "
                 "moves on a saga that was never started; check the id, or start the saga first"
             )
-        if await self._handled(tx, saga.name, saga_id, envelope.id):
+        if await self._handled.seen(tx, saga.name, saga_id, envelope.id):
             return HandleResult.DUPLICATE
         await call(route.handler, event, ctx)
         await self._save(tx, ctx, envelope.id)
@@ -244,11 +243,11 @@ class SagaManager:
             if ctx is None:
                 raise SagaNotFound(f"timeout {timeout.name!r} names {timeout.saga!r} saga "
                                    f"{timeout.id!r}, which does not exist")
-            if await self._handled(tx, saga.name, timeout.id, envelope.id):
+            if await self._handled.seen(tx, saga.name, timeout.id, envelope.id):
                 return HandleResult.DUPLICATE
             armed = ctx.meta.timeouts.get(timeout.name)
             if ctx.finished or armed is None or armed[0] != timeout.token:
-                await self._record(tx, saga.name, timeout.id, envelope.id, ctx.now)
+                await self._handled.record(tx, saga.name, timeout.id, envelope.id, ctx.now)
                 return HandleResult.IGNORED  # finished, cancelled or armed again since
             del ctx.meta.timeouts[timeout.name]
             ctx.envelope = envelope
@@ -280,43 +279,12 @@ class SagaManager:
             ) from exc
         return SagaContext(saga, saga_id, decoded, current, int(version), envelope, tx, extra, now)
 
-    async def _handled(self, tx: StoreTransaction, saga: str, saga_id: str, event_id: str) -> bool:
-        row = await tx.fetchone(
-            sql_for(tx.backend, f"SELECT 1 FROM {self._ref(tx.backend)}_handled"
-                                " WHERE saga = ? AND id = ? AND event_id = ?"),
-            saga, saga_id, event_id,
-        )
-        return row is not None
-
-    async def _record(self, tx: StoreTransaction, saga: str, saga_id: str, event_id: str, now: float) -> None:
-        await tx.execute(
-            sql_for(tx.backend, f"INSERT INTO {self._ref(tx.backend)}_handled (saga, id, event_id,"
-                                " handled_at) VALUES (?, ?, ?, ?)"),
-            saga, saga_id, event_id, now,
-        )
-        self._recorded += 1
-        if self._recorded % PRUNE_EVERY == 0:  # now and then, in the same transaction
-            await self._prune(tx, now)
-
-    async def _prune(self, tx: StoreTransaction, now: float) -> None:
-        await tx.execute(
-            sql_for(tx.backend, f"DELETE FROM {self._ref(tx.backend)}_handled WHERE handled_at < ?"),
-            now - self.handled_ttl,
-        )
-
     async def prune(self) -> int:
         """Forget handled event ids older than `handled_ttl` (also done every
         PRUNE_EVERY handled events); returns how many went. A scheduler job can
         call it when the process handles few events."""
-        now = time.time()
         async with self.store.transaction() as tx:
-            row = await tx.fetchone(
-                sql_for(tx.backend, f"SELECT COUNT(*) FROM {self._ref(tx.backend)}_handled"
-                                    " WHERE handled_at < ?"),
-                now - self.handled_ttl,
-            )
-            await self._prune(tx, now)
-        return int(row[0]) if row else 0
+            return await self._handled.prune(tx, time.time())
 
     async def _save(self, tx: StoreTransaction, ctx: SagaContext[Any], event_id: str) -> None:
         saga = ctx.saga
@@ -334,7 +302,7 @@ class SagaManager:
         )
         if saved is None:  # only without the row lock, i.e. never on our backends
             raise SagaError(f"{saga.name!r} saga {ctx.id!r} changed while handling {event_id}: retry")
-        await self._record(tx, saga.name, ctx.id, event_id, ctx.now)
+        await self._handled.record(tx, saga.name, ctx.id, event_id, ctx.now)
         parent = ctx.envelope
         for n, out in enumerate(ctx.outgoing):
             message_id = str(uuid.uuid5(_IDS, f"{saga.name}:{ctx.id}:{event_id}:{n}"))
