@@ -39,7 +39,7 @@ def load(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     for record in records:
         if not isinstance(record, dict) or record.get("system") not in SYSTEMS or "store" in record:
             continue
-        if str(record.get("case", "")).startswith("steady"):
+        if record.get("case") != "throughput":  # not steady, not sqlite-dedup (context, no raw)
             continue
         table.setdefault(str(record["broker"]), {})[record["system"]] = record
     return {broker: systems for broker, systems in table.items() if "herald" in systems}

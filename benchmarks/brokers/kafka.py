@@ -6,7 +6,8 @@
 Each system publishes `events` events of ~256 bytes of JSON carrying
 `sent` (time.perf_counter() at publish) while one consumer handles them;
 latency is handled time - sent, throughput is events over the time from the
-first publish to the last one handled. Every system keeps the at-least-once
+first publish to the last one handled, after a
+warm-up of WARMUP events (_common.py). Every system keeps the at-least-once
 contract: offsets are committed only after the handler returned. The
 publisher keeps at most WINDOW events unhandled (a closed loop), so the
 latencies are those of a loaded system, not of a growing backlog. Topics

@@ -5,7 +5,8 @@
 Each system publishes `events` events of ~256 bytes of JSON carrying `sent`
 (time.perf_counter() at publish) while one consumer in the same process
 handles them; latency is handled time - sent, throughput is events over the
-time from the first publish to the last one handled. Every system keeps the
+time from the first publish to the last one handled, after a
+warm-up of WARMUP events (_common.py). Every system keeps the
 at-least-once contract: a publish returns once Redis stored the entries, and
 an entry is acknowledged (XACK) only after its handler returned. The
 publisher keeps at most WINDOW events unhandled (a closed loop), so
