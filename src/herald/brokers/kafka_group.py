@@ -4,9 +4,10 @@ and what happens when they come and go (used by kafka_consumer.py).
 `GroupMember` keeps each held partition's `Part` (kafka_tracker.py), the
 records taken but not handed out, and the acknowledgements not yet applied,
 all under one lock shared with the event loop. Its methods run on the
-poller thread, which owns the client: librdkafka calls the rebalance
+poller thread, which owns the client (librdkafka calls the rebalance
 callbacks from `poll()`, and the poller commits, seeks after a nack and
-applies the pauses the delay forwarder asks for. `KafkaSubscription` adds
+applies pauses), except `pause`, `resume` and `committed`: the event loop's
+requests (the delay forwarder's) and question, answered under the lock. `KafkaSubscription` adds
 the polling loop and the event loop's side (fetch, settle).
 
 Rebalances (cooperative-sticky): on revoke, wait a bounded time for the

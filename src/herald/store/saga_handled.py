@@ -51,13 +51,19 @@ class HandledIds:
         )
         self._recorded += 1
         if self._recorded % PRUNE_EVERY == 0:  # now and then, in the same transaction
-            await self.prune(tx, now)
+            await self._delete_old(tx, now)
 
     async def prune(self, tx: StoreTransaction, now: float) -> int:
         """Delete the ids older than `ttl`; returns how many went."""
-        table = f"{self._ref(tx.backend)}_handled"
         row = await tx.fetchone(
-            sql_for(tx.backend, f"SELECT COUNT(*) FROM {table} WHERE handled_at < ?"), now - self.ttl,
+            sql_for(tx.backend, f"SELECT COUNT(*) FROM {self._ref(tx.backend)}_handled WHERE handled_at < ?"),
+            now - self.ttl,
         )
-        await tx.execute(sql_for(tx.backend, f"DELETE FROM {table} WHERE handled_at < ?"), now - self.ttl)
+        await self._delete_old(tx, now)
         return int(row[0]) if row else 0
+
+    async def _delete_old(self, tx: StoreTransaction, now: float) -> None:
+        await tx.execute(
+            sql_for(tx.backend, f"DELETE FROM {self._ref(tx.backend)}_handled WHERE handled_at < ?"),
+            now - self.ttl,
+        )
