@@ -643,6 +643,20 @@ def print_profile(profile: cProfile.Profile, title: str, out: Path, limit: int) 
 
 
 # -- the run -------------------------------------------------------------------
+def cpu_probe_ms() -> float:
+    """Milliseconds for a fixed piece of pure Python (best of 3). The load average
+    misses other machines' work on a shared host; this does not. Runs of the same
+    code compare when their probes do."""
+    best = float("inf")
+    for _ in range(3):
+        start = perf_counter()
+        total = 0
+        for n in range(1_000_000):
+            total += n & 7
+        best = min(best, perf_counter() - start)
+    return round(best * 1e3, 1)
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -670,6 +684,7 @@ def machine() -> dict[str, Any]:
         "herald": version("herald"),
         "msgspec": version("msgspec"),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "cpu_probe_ms_start": cpu_probe_ms(),
     }
 
 
@@ -702,7 +717,8 @@ def print_table(results: list[Result], info: dict[str, Any]) -> None:
         rows.append([f"{r.name} ({r.case})", r.system, r.broker, f"{r.events_per_s:,.0f}",
                      f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", rate_ratio, p50_ratio, p99_ratio, target])
     title = (f"herald benchmarks: {info['cores']} cores ({info['cpu']}), {info['python']}, "
-             f"SQLite {info['sqlite']}, load {info['loadavg_start']} -> {info['loadavg_end']}")
+             f"SQLite {info['sqlite']}, load {info['loadavg_start']} -> {info['loadavg_end']}, "
+             f"CPU probe {info['cpu_probe_ms_start']} -> {info['cpu_probe_ms_end']} ms")
     # Plain text on purpose: it pastes into docs/benchmarks.md as it is.
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print(title)
@@ -972,7 +988,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"herald {info['herald']} / msgspec {info['msgspec']} on {info['platform']}")
     print(f"{info['cores']} cores ({info['cpu']}), {info['python']}, SQLite {info['sqlite']}, "
-          f"load average {info['loadavg_start']}")
+          f"load average {info['loadavg_start']}, CPU probe {info['cpu_probe_ms_start']} ms "
+          "(a fixed loop: lower is a faster machine)")
     print(f"{args.events:,} events per throughput case ({args.chunk}-event batches, window "
           f"{args.window}, {args.warmup:,} warm-up); steady cases {args.rate:g}/s for {args.duration:g} s;"
           f" payload {len(_encode(BenchEvent(seq=10_000, sent=perf_counter(), data=DATA)))} bytes JSON")
@@ -980,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         print("profiling: figures are slower than without --profile")
     results = asyncio.run(main_async(args))
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["cpu_probe_ms_end"] = cpu_probe_ms()
     if results:
         print()
         print_table(results, info)
