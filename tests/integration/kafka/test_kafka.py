@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 import herald
-from herald import App, Context, Event
+from herald import App, Context
 from herald.brokers.base import Delivery, Message
 from herald.brokers.kafka import KafkaBroker, from_url
 from herald.brokers.kafka_admin import decode, encode
@@ -25,30 +25,11 @@ from herald.brokers.kafka_consumer import KafkaSubscription
 from herald.brokers.kafka_delay import TIERS, tier_for
 from herald.brokers.kafka_records import KafkaDelivery, Tracker
 from herald.errors import BrokerError, BrokerUnavailable, ConfigError
+from tests.integration._helpers import Shipped, fetch_until, joined
 
 from .conftest import ADDRESS
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-class Shipped(Event, type="shop.shipped", version=1):
-    order_id: int
-    carrier: str
-
-
-async def fetch_until(sub: KafkaSubscription, count: int, timeout: float = 15.0) -> list[Delivery]:
-    got: list[Delivery] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        assert time.monotonic() < deadline, f"got {len(got)} of {count} records"
-        got.extend(await sub.fetch(count - len(got), 0.5))
-    return got
-
-
-async def joined(broker: KafkaBroker, topic: str, group: str) -> KafkaSubscription:
-    sub = await broker.subscribe([topic], group)
-    assert isinstance(sub, KafkaSubscription)
-    return sub
 
 
 # -- CloudEvents with plain clients -------------------------------------------------
@@ -131,7 +112,7 @@ async def test_a_key_lands_where_the_java_client_puts_it(broker: KafkaBroker, na
 # -- commits, nacks, rebalances ---------------------------------------------------------
 async def test_nack_rewinds_to_the_first_unacknowledged(broker: KafkaBroker) -> None:
     await broker.publish([Message("rewind", str(i).encode(), {}, "one-key") for i in range(10)])
-    sub = await joined(broker, "rewind", "g")
+    sub = await joined(broker, "rewind", "g", KafkaSubscription)
     first = await fetch_until(sub, 10)
     assert [d.body for d in first] == [str(i).encode() for i in range(10)]
     for d in first[:3]:
@@ -143,19 +124,19 @@ async def test_nack_rewinds_to_the_first_unacknowledged(broker: KafkaBroker) -> 
     for d in again:
         await d.ack()
     await sub.close()
-    after = await joined(broker, "rewind", "g")
+    after = await joined(broker, "rewind", "g", KafkaSubscription)
     assert await after.fetch(10, 2.0) == [], "everything was committed"
     await after.close()
 
 
 async def test_only_the_contiguous_prefix_is_committed(broker: KafkaBroker) -> None:
     await broker.publish([Message("gaps", str(i).encode(), {}, "k") for i in range(10)])
-    sub = await joined(broker, "gaps", "g")
+    sub = await joined(broker, "gaps", "g", KafkaSubscription)
     got = await fetch_until(sub, 10)
     for d in [*got[:3], *got[5:]]:  # 3 and 4 are still being handled...
         await d.ack()
     await sub.close()  # ...when the worker stops (or dies)
-    again = await joined(broker, "gaps", "g")
+    again = await joined(broker, "gaps", "g", KafkaSubscription)
     redelivered = await fetch_until(again, 7)
     assert [d.body for d in redelivered] == [str(i).encode() for i in range(3, 10)]
     await again.close()
@@ -165,12 +146,12 @@ async def test_rebalance_waits_for_records_in_flight(url: str, broker: KafkaBrok
     """On revoke a member lets its records in flight finish and commits them, so the
     next owner neither loses nor repeats them."""
     await broker.publish([Message("share", str(i).encode(), {}, f"k{i}") for i in range(40)])
-    first = await joined(broker, "share", "g")
+    first = await joined(broker, "share", "g", KafkaSubscription)
     held = await fetch_until(first, 40)
     other = from_url(url)
     await other.connect()
     try:
-        joining = asyncio.create_task(joined(other, "share", "g"))
+        joining = asyncio.create_task(joined(other, "share", "g", KafkaSubscription))
         await asyncio.sleep(1.0)  # the first member is waiting in its revoke
         for d in held:
             await d.ack()
@@ -280,7 +261,7 @@ async def test_delete_is_seen_by_another_process(url: str, broker: KafkaBroker) 
 
 async def test_topics_counts_and_lag(broker: KafkaBroker) -> None:
     await broker.publish([Message("counted", b"x", {}, f"k{i}") for i in range(12)])
-    sub = await joined(broker, "counted", "readers")
+    sub = await joined(broker, "counted", "readers", KafkaSubscription)
     got = await fetch_until(sub, 12)
     for d in got[:12]:
         await d.ack()

@@ -14,33 +14,14 @@ import msgspec
 import nats
 import pytest
 
-from herald import App, Context, DeadLetters, Event, RetryPolicy
-from herald.brokers.base import Delivery, Message, partition_for
+from herald import App, Context, DeadLetters, RetryPolicy
+from herald.brokers.base import Message, partition_for
 from herald.brokers.nats import NatsBroker, from_url
 from herald.brokers.nats_group import JetStreamSubscription
 from herald.errors import BrokerError, BrokerUnavailable, ConfigError
+from tests.integration._helpers import Shipped, fetch_until, joined
 
 from .conftest import SERVER
-
-
-class Shipped(Event, type="shop.shipped", version=1):
-    order_id: int
-    carrier: str
-
-
-async def fetch_until(sub: JetStreamSubscription, count: int, timeout: float = 15.0) -> list[Delivery]:
-    got: list[Delivery] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        assert time.monotonic() < deadline, f"got {len(got)} of {count} records"
-        got.extend(await sub.fetch(count - len(got), 0.5))
-    return got
-
-
-async def joined(broker: NatsBroker, topic: str, group: str) -> JetStreamSubscription:
-    sub = await broker.subscribe([topic], group)
-    assert isinstance(sub, JetStreamSubscription)
-    return sub
 
 
 # -- CloudEvents with plain clients -------------------------------------------------
@@ -153,7 +134,7 @@ async def test_not_a_herald_stream_is_refused(broker: NatsBroker, namespace: str
 
 # -- delivery paths ---------------------------------------------------------------------
 async def test_nack_rewinds_the_partition_in_order(broker: NatsBroker) -> None:
-    sub = await joined(broker, "rewind", "g")
+    sub = await joined(broker, "rewind", "g", JetStreamSubscription)
     await broker.publish([Message("rewind", str(i).encode(), key="k") for i in range(6)])
     first = await fetch_until(sub, 6)
     assert [d.body for d in first] == [str(i).encode() for i in range(6)]
@@ -174,7 +155,7 @@ async def test_dead_member_is_replaced_without_waiting_for_ack_wait(url: str) ->
     await dying.connect()
     await heir.connect()
     try:
-        sub = await joined(dying, "jobs", "g")
+        sub = await joined(dying, "jobs", "g", JetStreamSubscription)
         await dying.publish([Message("jobs", str(i).encode(), key="one") for i in range(20)])
         held = await fetch_until(sub, 20)
         for d in held[:5]:
@@ -185,7 +166,7 @@ async def test_dead_member_is_replaced_without_waiting_for_ack_wait(url: str) ->
             task.cancel()
         await dying.nc.close()
         started = time.monotonic()
-        heir_sub = await joined(heir, "jobs", "g")
+        heir_sub = await joined(heir, "jobs", "g", JetStreamSubscription)
         again = await fetch_until(heir_sub, 15, timeout=20)
         assert time.monotonic() - started < 10, "takeover must not wait for ack_wait (30 s)"
         assert [d.body for d in again] == [str(i).encode() for i in range(5, 20)]
@@ -199,7 +180,7 @@ async def test_delivery_lost_in_transit_resets_instead_of_skipping(namespace: st
     broker = from_url(f"{SERVER}?namespace={namespace}&lease_ttl=2&prefetch=1")
     await broker.connect()
     try:
-        sub = await joined(broker, "gap", "g")
+        sub = await joined(broker, "gap", "g", JetStreamSubscription)
         await broker.publish([Message("gap", str(i).encode(), key="k") for i in range(5)])
         await asyncio.sleep(0.3)  # the member holds record 0 in its buffer
         part = sub._parts[("gap", partition_for("k", 8, 0))]
@@ -233,7 +214,7 @@ async def test_delivery_lost_in_transit_resets_instead_of_skipping(namespace: st
 async def test_headers_nats_cannot_carry_come_back_exactly(broker: NatsBroker) -> None:
     headers = {"x-multi": "line one\nline two", "x-edges": "  padded  ", "x-名前": "値",
                "Nats-Msg-Id": "mine", "Status": "503", "x-empty": "", "herald-packed": "not b64!"}
-    sub = await joined(broker, "odd", "g")
+    sub = await joined(broker, "odd", "g", JetStreamSubscription)
     await broker.publish([Message("odd", b"", headers, key=" key\r\n ")])
     (got,) = await fetch_until(sub, 1)
     assert got.headers == headers and got.key == " key\r\n " and got.body == b""
@@ -242,7 +223,7 @@ async def test_headers_nats_cannot_carry_come_back_exactly(broker: NatsBroker) -
 
 
 async def test_long_delay_waits_on_the_server(broker: NatsBroker) -> None:
-    sub = await joined(broker, "later", "g")
+    sub = await joined(broker, "later", "g", JetStreamSubscription)
     due = time.time() + 7.5
     await broker.publish([Message("later", b"x", deliver_at=due)])
     await asyncio.sleep(0.5)
@@ -318,7 +299,7 @@ async def test_many_members_share_and_hand_over_cleanly(url: str) -> None:
     for b in brokers:
         await b.connect()
     try:
-        subs = [await joined(b, "shared", "g") for b in brokers]
+        subs = [await joined(b, "shared", "g", JetStreamSubscription) for b in brokers]
         await asyncio.sleep(2.5)  # the plan settles
         owned = Counter(p for s in subs for (_, p) in s._parts)
         assert sorted(owned) == list(range(8)) and set(owned.values()) == {1}

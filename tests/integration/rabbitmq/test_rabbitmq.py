@@ -15,21 +15,17 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from herald import App, Context, Event
-from herald.brokers.base import Delivery, Message, partition_for
+from herald import App, Context
+from herald.brokers.base import Message, partition_for
 from herald.brokers.rabbitmq import RabbitBroker, from_url, purge_namespace
 from herald.brokers.rabbitmq_catalog import hold_ms
 from herald.brokers.rabbitmq_group import GroupMember
 from herald.errors import BrokerUnavailable, ConfigError
+from tests.integration._helpers import Shipped, fetch_until, joined
 
 from .conftest import SERVER, require_server
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-class Shipped(Event, type="shop.shipped", version=1):
-    order_id: int
-    carrier: str
 
 
 async def until(check: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout: float = 15.0,
@@ -43,21 +39,6 @@ async def until(check: Callable[[], bool] | Callable[[], Awaitable[bool]], timeo
             return
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
-
-
-async def fetch_until(sub: GroupMember, count: int, timeout: float = 15.0) -> list[Delivery]:
-    got: list[Delivery] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        assert time.monotonic() < deadline, f"got {len(got)} of {count} records"
-        got.extend(await sub.fetch(count - len(got), 0.5))
-    return got
-
-
-async def joined(broker: RabbitBroker, topic: str, group: str) -> GroupMember:
-    sub = await broker.subscribe([topic], group)
-    assert isinstance(sub, GroupMember)
-    return sub
 
 
 def owned(sub: GroupMember) -> int:
@@ -199,7 +180,7 @@ async def test_names_herald_cannot_use(broker: RabbitBroker) -> None:
 
 # -- delivery paths -----------------------------------------------------------------
 async def test_nack_rewinds_the_partition(broker: RabbitBroker) -> None:
-    sub = await joined(broker, "jobs", "g")
+    sub = await joined(broker, "jobs", "g", GroupMember)
     await broker.publish([Message("jobs", str(i).encode(), key="k") for i in range(10)])
     first = await fetch_until(sub, 10)
     assert [d.body for d in first] == [str(i).encode() for i in range(10)]
@@ -215,7 +196,7 @@ async def test_nack_rewinds_the_partition(broker: RabbitBroker) -> None:
 
 
 async def test_a_reader_channel_closing_rewinds_its_partition(broker: RabbitBroker) -> None:
-    sub = await joined(broker, "flaky", "g")
+    sub = await joined(broker, "flaky", "g", GroupMember)
     await broker.publish([Message("flaky", str(i).encode(), key="k") for i in range(5)])
     first = await fetch_until(sub, 5)
     for delivery in first[:2]:
@@ -231,7 +212,7 @@ async def test_a_reader_channel_closing_rewinds_its_partition(broker: RabbitBrok
 
 
 async def test_dropped_connection_redelivers_and_old_acks_do_nothing(broker: RabbitBroker) -> None:
-    sub = await joined(broker, "drops", "g")
+    sub = await joined(broker, "drops", "g", GroupMember)
     await broker.publish([Message("drops", str(i).encode(), key="k") for i in range(5)])
     before = await fetch_until(sub, 5)
     await drop_connection(broker, reconnect=True)
@@ -255,9 +236,9 @@ async def test_members_share_partitions_and_take_over_from_a_dead_one(url: str) 
     await first.connect()
     await second.connect()
     try:
-        a = await joined(first, "work", "g")
+        a = await joined(first, "work", "g", GroupMember)
         await until(lambda: owned(a) == 8, what="the first member owns all")
-        b = await joined(second, "work", "g")
+        b = await joined(second, "work", "g", GroupMember)
         await until(lambda: owned(a) == 4 and owned(b) == 4, what="four partitions each")
         await first.publish([Message("work", str(i).encode(), key=f"k{i}") for i in range(40)])
         on_b = {i for i in range(40) if b.parts[partition_for(f"k{i}", 8, 0)].owned}
@@ -282,7 +263,7 @@ async def test_members_share_partitions_and_take_over_from_a_dead_one(url: str) 
 
 async def test_delays_in_order_of_due_time(broker: RabbitBroker) -> None:
     assert [hold_ms(s) for s in (0.0004, 0.05, 0.3999, 4.9991, 123.4)] == [1, 50, 400, 5000, 130000]
-    sub = await joined(broker, "later", "g")
+    sub = await joined(broker, "later", "g", GroupMember)
     now = time.time()
     await broker.publish([
         Message("later", b"slow", deliver_at=now + 0.8),
@@ -322,7 +303,7 @@ async def test_log_admin_from_another_process(url: str) -> None:
             return records[0].offset not in {r.offset for r in left} and len(left) == 5
 
         await until(gone_for_writer, what="the deletion seen by the other process")
-        sub = await joined(writer, "fail-x", "alerts")
+        sub = await joined(writer, "fail-x", "alerts", GroupMember)
         for delivery in await fetch_until(sub, 6):
             await delivery.ack()
         await sub.close()
@@ -360,7 +341,7 @@ async def test_purge_namespace_removes_everything(url: str, namespace: str) -> N
 async def test_service_restart_loses_no_confirmed_record(broker: RabbitBroker) -> None:
     """Every publish during a restart is confirmed or raises (never hangs, never
     lies); everything confirmed is delivered once the connection is back."""
-    sub = await joined(broker, "bounce", "g")
+    sub = await joined(broker, "bounce", "g", GroupMember)
     confirmed: set[int] = set()
     refused = 0
     restarting = True
