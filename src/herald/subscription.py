@@ -26,6 +26,7 @@ from herald.brokers.base import Broker, Delivery, Message, Subscription
 from herald.codecs import PayloadDecoder
 from herald.context import Context, current_envelope
 from herald.dedup import DedupStore
+from herald.dedup_acks import RecordThenAck
 from herald.errors import ConfigError, DecodeError, Reject
 from herald.event import Envelope, utc_now_iso
 from herald.retry import RetryPolicy
@@ -136,6 +137,9 @@ class Consumer:
         self.broker = broker
         self.policy = sub.retry
         self.dedup = dedup if sub.dedup else None
+        # Acknowledged once their ids are recorded, in group commits (dedup_acks.py).
+        self._acks = (RecordThenAck(self.dedup, sub.group, sub.max_in_flight, f"herald-dedup-{sub.name}")
+                      if self.dedup is not None and not sub.batch else None)
         self.stats = sub.stats
         self._chain = self._build_chain(middlewares)
         # The common case, called straight: saves a Context and a call per event.
@@ -191,12 +195,19 @@ class Consumer:
                     await waiting.nack()
                     self._done()
             lane.put(None)
+        deadline = time.monotonic() + timeout
         _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
         for task in pending:
             task.cancel()
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._acks is not None:  # handled events whose ids are being recorded
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.5)):
+                    await self._acks.flush()
+            except TimeoutError:
+                await self._acks.give_back()
         if self._subscription is not None:
             await self._subscription.close()
 
@@ -270,7 +281,10 @@ class Consumer:
             await self._reject(delivery, prepared)
             return
         envelope, event, retry_count = prepared
-        if self.dedup is not None and await self.dedup.seen(self.sub.group, envelope.id):
+        if self.dedup is not None and (
+            (self._acks is not None and envelope.id in self._acks)
+            or await self.dedup.seen(self.sub.group, envelope.id)
+        ):
             self.stats["skipped"] += 1
             await delivery.ack()
             return
@@ -304,9 +318,10 @@ class Consumer:
             finally:
                 current_envelope.reset(token)
             break
-        if self.dedup is not None:
-            await self.dedup.remember(self.sub.group, [envelope.id])
         self.stats["handled"] += 1
+        if self._acks is not None:  # acknowledged once the id is recorded
+            await self._acks.add(envelope.id, delivery)
+            return
         if (pending := delivery.settle_nowait(True)) is not None:  # no coroutine when no I/O
             await pending
 
