@@ -20,6 +20,10 @@ from herald.errors import ConfigError
 
 
 class DedupStore(Protocol):
+    """What a dedup store does. A store may also offer `seen_many(group,
+    event_ids) -> set[str]` (all of herald's do): a consumer then asks once per
+    fetched batch instead of once per event (see `seen_among`)."""
+
     async def seen(self, group: str, event_id: str) -> bool:
         """True when `group` handled `event_id` within the TTL."""
         ...
@@ -29,6 +33,28 @@ class DedupStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def seen_among(store: DedupStore, group: str, event_ids: list[str]) -> set[str]:
+    """The ids among `event_ids` that `group` handled within the TTL: one
+    `seen_many` call where the store has it, else a `seen` each."""
+    many = getattr(store, "seen_many", None)
+    if many is not None:
+        return set(await many(group, event_ids))
+    return {event_id for event_id in event_ids if await store.seen(group, event_id)}
+
+
+def check_ids(group: object, event_ids: Iterable[str]) -> list[str]:
+    """A group and its event ids as a store takes them, or ConfigError."""
+    if not isinstance(group, str) or not group:
+        raise ConfigError(f"dedup group must be a non-empty string, got {group!r}")
+    if isinstance(event_ids, (str, bytes)):
+        raise ConfigError("event_ids must be a list of ids, not one string")
+    ids = list(event_ids)
+    for event_id in ids:
+        if not isinstance(event_id, str) or not event_id:
+            raise ConfigError(f"event ids must be non-empty strings, got {event_id!r}")
+    return ids
 
 
 class MemoryDedupStore:
@@ -43,6 +69,12 @@ class MemoryDedupStore:
     async def seen(self, group: str, event_id: str) -> bool:
         at = self._seen.get((group, event_id))
         return at is not None and at > time.time() - self.ttl
+
+    async def seen_many(self, group: str, event_ids: Iterable[str]) -> set[str]:
+        cutoff, seen = time.time() - self.ttl, self._seen
+        return {
+            i for i in check_ids(group, event_ids) if (at := seen.get((group, i))) is not None and at > cutoff
+        }
 
     async def remember(self, group: str, event_ids: Iterable[str]) -> None:
         now = time.time()
@@ -93,6 +125,23 @@ class SqliteDedupStore:
 
         await self._ready()
         return await self._loop_db.run(query)
+
+    async def seen_many(self, group: str, event_ids: Iterable[str]) -> set[str]:
+        """The ids among `event_ids` that `group` handled within the TTL, in a query per 500."""
+        ids = check_ids(group, event_ids)
+
+        def query(db: sqlite3.Connection, chunk: list[str]) -> list[str]:
+            marks = ", ".join("?" for _ in chunk)
+            return [event_id for event_id, at in db.execute(
+                f"SELECT event_id, seen_at FROM herald_dedup WHERE grp = ? AND event_id IN ({marks})",
+                (group, *chunk),
+            ) if at > time.time() - self.ttl]
+
+        await self._ready()
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            found.update(await self._loop_db.run(query, ids[start:start + 500]))
+        return found
 
     async def remember(self, group: str, event_ids: Iterable[str]) -> None:
         rows = [(group, event_id, time.time()) for event_id in event_ids]

@@ -1,5 +1,13 @@
-"""The acknowledgements of a `dedup=True` subscriber, given once the handled
-ids are recorded (used by subscription.py).
+"""The dedup side of a `dedup=True` subscriber (used by subscription.py):
+which fetched ids its group handled already, asked once per fetched batch
+(`SeenIds`), and acknowledgements given once the handled ids are recorded
+(`RecordThenAck`).
+
+Asking the store per event was a query per event: `SeenIds` asks for the
+ids of a whole fetch at once, and each event takes its answer when its turn
+comes (or asks alone, when its id was not known at the fetch). An id
+recorded by another process between the fetch and the event's turn slips
+through, as one recorded between a check and the handler always could.
 
 Recording an id is a commit in the durable dedup stores, and one commit per
 event made `dedup=True` three times slower than without on SQLite. Here a
@@ -23,11 +31,45 @@ import contextlib
 import logging
 
 from herald.brokers.base import Delivery
-from herald.dedup import DedupStore
+from herald.dedup import DedupStore, seen_among
 
-__all__ = ["RecordThenAck"]
+__all__ = ["RecordThenAck", "SeenIds"]
 
 log = logging.getLogger("herald.dedup")
+
+
+class SeenIds:
+    """Answers of `seen` for the ids of fetched deliveries, asked in one call."""
+
+    def __init__(self, store: DedupStore, group: str, limit: int) -> None:
+        self._store = store
+        self._group = group
+        self._limit = limit  # answers kept at most: they are a cache, dropped when full
+        self._known: dict[str, bool] = {}
+
+    async def ask(self, deliveries: list[Delivery]) -> None:
+        """Learn which of these deliveries' ids the group handled. A store that
+        fails here is asked again per event (where its failure redelivers)."""
+        ids = [i for d in deliveries if (i := d.envelope.id if d.envelope else d.headers.get("ce_id"))]
+        if not ids:
+            return
+        try:
+            found = await seen_among(self._store, self._group, ids)
+        except Exception as exc:  # any failure: each event asks alone instead
+            log.debug("dedup: asking for %d ids failed (%s); asking one by one", len(ids), exc)
+            return
+        if len(self._known) + len(ids) > self._limit:
+            self._known.clear()  # answers of deliveries never handled (filtered, given back)
+        known = self._known
+        for event_id in ids:
+            known[event_id] = event_id in found
+
+    async def seen(self, event_id: str) -> bool:
+        """The answer learnt at the fetch (used once), else the store's now."""
+        answer = self._known.pop(event_id, None)
+        if answer is None:
+            return await self._store.seen(self._group, event_id)
+        return answer
 
 
 class RecordThenAck:

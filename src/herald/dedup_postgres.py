@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from herald.dedup import check_ids
 from herald.errors import BrokerUnavailable, ConfigError
 from herald.store.base import StoreTransaction
 from herald.store.postgres import describe_dsn
@@ -94,7 +95,7 @@ class PostgresDedupStore:
 
     async def seen(self, group: str, event_id: str) -> bool:
         """True when `group` handled `event_id` within the TTL."""
-        _check(group, [event_id])
+        check_ids(group, [event_id])
         pool = await self._ready()
         with self._errors():
             value = await pool.fetchval(
@@ -104,9 +105,23 @@ class PostgresDedupStore:
             )
         return bool(value)
 
+    async def seen_many(self, group: str, event_ids: Iterable[str]) -> set[str]:
+        """The ids among `event_ids` that `group` handled within the TTL, in one round trip."""
+        ids = check_ids(group, event_ids)
+        if not ids:
+            return set()
+        pool = await self._ready()
+        with self._errors():
+            rows = await pool.fetch(
+                f"SELECT event_id FROM {self._table} WHERE grp = $1 AND event_id = ANY($2::text[])"
+                " AND seen_at > now() - make_interval(secs => $3)",
+                group, ids, self.ttl,
+            )
+        return {row[0] for row in rows}
+
     async def remember(self, group: str, event_ids: Iterable[str]) -> None:
         """Record handled ids (again: their clock restarts), in one round trip."""
-        ids = _check(group, event_ids)
+        ids = check_ids(group, event_ids)
         if not ids:
             return
         pool = await self._ready()
@@ -124,7 +139,7 @@ class PostgresDedupStore:
         so they commit (or not) with the handler's own writes: exactly once."""
         if not isinstance(tx, StoreTransaction) or tx.backend != "postgres":
             raise ConfigError("remember_in needs a transaction of a PostgresEventStore")
-        ids = _check(group, event_ids)
+        ids = check_ids(group, event_ids)
         await self._ready()  # the table must exist
         if ids:
             await tx.execute(self._upsert, group, ids)
@@ -144,15 +159,3 @@ class PostgresDedupStore:
             with contextlib.suppress(OSError, TimeoutError, asyncpg.InterfaceError):
                 await asyncio.wait_for(pool.close(), 5)
             pool.terminate()
-
-
-def _check(group: object, event_ids: Iterable[str]) -> list[str]:
-    if not isinstance(group, str) or not group:
-        raise ConfigError(f"dedup group must be a non-empty string, got {group!r}")
-    if isinstance(event_ids, (str, bytes)):
-        raise ConfigError("event_ids must be a list of ids, not one string")
-    ids = list(event_ids)
-    for event_id in ids:
-        if not isinstance(event_id, str) or not event_id:
-            raise ConfigError(f"event ids must be non-empty strings, got {event_id!r}")
-    return ids

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from herald.brokers.redis_wire import Keys, parse_url, redis_client
+from herald.dedup import check_ids
 from herald.errors import BrokerUnavailable, ConfigError
 
 _KINDS: dict[str, type] = {"namespace": str, "connect_timeout": float, "socket_timeout": float}
@@ -54,6 +55,22 @@ class RedisDedupStore:
             return bool(await self._redis().exists(self._keys.dedup(group, event_id)))
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise self._unavailable(exc) from exc
+
+    async def seen_many(self, group: str, event_ids: Iterable[str]) -> set[str]:
+        """The ids among `event_ids` that `group` handled within the TTL, in one round trip."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        ids = check_ids(group, event_ids)
+        if not ids:
+            return set()
+        pipe = self._redis().pipeline(transaction=False)
+        for event_id in ids:
+            pipe.exists(self._keys.dedup(group, event_id))
+        try:
+            found = await pipe.execute()
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return {event_id for event_id, there in zip(ids, found, strict=True) if there}
 
     async def remember(self, group: str, event_ids: Iterable[str]) -> None:
         """Record handled ids, each with the TTL, in one round trip."""

@@ -26,7 +26,7 @@ from herald.brokers.base import Broker, Delivery, Message, Subscription
 from herald.codecs import PayloadDecoder
 from herald.context import Context, current_envelope
 from herald.dedup import DedupStore
-from herald.dedup_acks import RecordThenAck
+from herald.dedup_acks import RecordThenAck, SeenIds
 from herald.errors import ConfigError, DecodeError, Reject
 from herald.event import Envelope, utc_now_iso
 from herald.retry import RetryPolicy
@@ -140,6 +140,7 @@ class Consumer:
         # Acknowledged once their ids are recorded, in group commits (dedup_acks.py).
         self._acks = (RecordThenAck(self.dedup, sub.group, sub.max_in_flight, f"herald-dedup-{sub.name}")
                       if self.dedup is not None and not sub.batch else None)
+        self._seen = SeenIds(self.dedup, sub.group, 4 * sub.max_in_flight) if self.dedup is not None else None
         self.stats = sub.stats
         self._chain = self._build_chain(middlewares)
         # The common case, called straight: saves a Context and a call per event.
@@ -233,6 +234,13 @@ class Consumer:
                 log.warning("fetch failed for %s (%s); retrying", self.sub.name, exc)
                 await self._sleep(min(0.1 * 2**failures, 5.0))
                 continue
+            if self._seen is not None and deliveries:
+                try:
+                    await self._seen.ask(deliveries)  # one question for the fetch, not one per event
+                except asyncio.CancelledError:
+                    for delivery in deliveries:
+                        await delivery.nack()
+                    raise
             for delivery in deliveries:
                 self._in_flight += 1
                 self._lane_for(delivery).put(delivery)
@@ -281,9 +289,8 @@ class Consumer:
             await self._reject(delivery, prepared)
             return
         envelope, event, retry_count = prepared
-        if self.dedup is not None and (
-            (self._acks is not None and envelope.id in self._acks)
-            or await self.dedup.seen(self.sub.group, envelope.id)
+        if self._seen is not None and (
+            (self._acks is not None and envelope.id in self._acks) or await self._seen.seen(envelope.id)
         ):
             self.stats["skipped"] += 1
             await delivery.ack()
@@ -397,7 +404,7 @@ class Consumer:
                 await self._reject(delivery, prepared)
                 continue
             envelope = prepared[0]
-            if self.dedup is not None and await self.dedup.seen(self.sub.group, envelope.id):
+            if self._seen is not None and await self._seen.seen(envelope.id):
                 self.stats["skipped"] += 1
                 await delivery.ack()
                 continue

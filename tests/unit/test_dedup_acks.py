@@ -11,7 +11,7 @@ import pytest
 from herald import App, Event
 from herald.brokers.base import Delivery
 from herald.dedup import MemoryDedupStore
-from herald.dedup_acks import RecordThenAck
+from herald.dedup_acks import RecordThenAck, SeenIds
 
 
 class GatedStore(MemoryDedupStore):
@@ -133,15 +133,22 @@ async def test_a_subscriber_acks_after_recording(tmp_path: object, fail: bool) -
     assert handled == ([1, 1] if fail else [1])
 
 
-async def test_a_busy_subscriber_records_ids_in_few_calls() -> None:
-    store = GatedStore()
-    store.gate.set()
+def pinged_app(store: MemoryDedupStore) -> tuple[App, list[int]]:
+    """An App on the memory broker whose dedup=True subscriber notes each Ping."""
     app = App("acks", broker="memory://", dedup=store)
     handled: list[int] = []
 
     @app.subscriber("pings", group="g", dedup=True)
     async def handle(event: Ping) -> None:
         handled.append(event.n)
+
+    return app, handled
+
+
+async def test_a_busy_subscriber_records_ids_in_few_calls() -> None:
+    store = GatedStore()
+    store.gate.set()
+    app, handled = pinged_app(store)
 
     async with app:
         ids = await app.publish_batch("pings", [Ping(n=n) for n in range(200)])
@@ -152,3 +159,96 @@ async def test_a_busy_subscriber_records_ids_in_few_calls() -> None:
     assert sorted(handled) == list(range(200))
     assert sorted(i for call in store.calls for i in call) == sorted(ids)
     assert len(store.calls) < 20  # group commits, not one per event
+
+
+class CountingStore(MemoryDedupStore):
+    """A real in-process store that counts how it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked_one = 0
+        self.asked_many: list[list[str]] = []
+        self.fail_many = False
+
+    async def seen(self, group: str, event_id: str) -> bool:
+        self.asked_one += 1
+        return await super().seen(group, event_id)
+
+    async def seen_many(self, group: str, event_ids: Iterable[str]) -> set[str]:
+        ids = list(event_ids)
+        self.asked_many.append(ids)
+        if self.fail_many:
+            raise OSError("connection reset")
+        return await super().seen_many(group, ids)
+
+
+class OnlySeen:
+    """A user's store with only the protocol's methods (no seen_many)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryDedupStore()
+
+    async def seen(self, group: str, event_id: str) -> bool:
+        return await self.inner.seen(group, event_id)
+
+    async def remember(self, group: str, event_ids: Iterable[str]) -> None:
+        await self.inner.remember(group, event_ids)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def with_id(event_id: str, settled: list[tuple[int, bool]]) -> Delivery:
+    return Delivery("t", 0, 0, None, {"ce_id": event_id}, b"", 0.0, lambda d, ok: settled.append((0, ok)))
+
+
+async def test_seen_ids_asks_once_per_fetch_and_answers_each_event_once() -> None:
+    store, settled = CountingStore(), []
+    await store.remember("g", ["old"])
+    seen = SeenIds(store, "g", limit=100)
+    await seen.ask([with_id("old", settled), with_id("new", settled), Delivery("t", 0, 1, None, {}, b"", 0)])
+    assert store.asked_many == [["old", "new"]]  # a delivery without an id is left out
+    assert await seen.seen("old") and not await seen.seen("new")
+    assert store.asked_one == 0
+    assert await seen.seen("old")  # an answer is used once: then the store is asked
+    assert store.asked_one == 1
+
+
+async def test_seen_ids_falls_back_to_one_question_per_event() -> None:
+    store, settled = CountingStore(), []
+    store.fail_many = True
+    await store.remember("g", ["a"])
+    seen = SeenIds(store, "g", limit=100)
+    await seen.ask([with_id("a", settled)])  # the store failed: nothing learnt, nothing raised
+    assert await seen.seen("a") and store.asked_one == 1
+    plain = OnlySeen()
+    await plain.remember("g", ["b"])
+    only = SeenIds(plain, "g", limit=100)  # type: ignore[arg-type]
+    await only.ask([with_id("b", settled), with_id("c", settled)])
+    assert await only.seen("b") and not await only.seen("c")
+
+
+async def test_seen_ids_keeps_at_most_its_limit() -> None:
+    store, settled = CountingStore(), []
+    seen = SeenIds(store, "g", limit=3)
+    await seen.ask([with_id(f"i{n}", settled) for n in range(3)])
+    await seen.ask([with_id("j", settled)])  # over the limit: older answers dropped
+    assert not await seen.seen("i0") and store.asked_one == 1
+    assert not await seen.seen("j") and store.asked_one == 1
+
+
+async def test_a_subscriber_asks_per_fetch_not_per_event() -> None:
+    store = CountingStore()
+    app, handled = pinged_app(store)
+
+    async with app:
+        first = app.envelope(Ping(n=0))
+        await app.publish_batch("pings", [first, *(Ping(n=n) for n in range(1, 200)), first])
+        for _ in range(300):
+            if len(handled) == 200:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+    assert sorted(handled) == list(range(200))  # the repeated id handled once
+    assert sum(map(len, store.asked_many)) == 201 and len(store.asked_many) < 10
+    assert store.asked_one <= 1  # the repeat: its fetch-time answer was used by the first copy

@@ -20,6 +20,7 @@ from herald.brokers.redis_wire import (
     start_after,
 )
 from herald.dedup_redis import RedisDedupStore
+from herald.errors import ConfigError
 
 
 def test_the_module_name_does_not_shadow_redis_py() -> None:
@@ -221,8 +222,13 @@ async def test_dedup_store(url: str, namespace: str) -> None:
         assert await store.seen("g", "e1") and await store.seen("g", "e2")
         assert not await store.seen("h", "e1"), "per group"
         assert not await other.seen("g", "e1"), "per namespace"
+        assert await store.seen_many("g", ["e1", "x", "e2"]) == {"e1", "e2"}
+        assert await store.seen_many("h", ["e1"]) == set() and await store.seen_many("g", []) == set()
+        with pytest.raises(ConfigError):
+            await store.seen_many("g", "e1")
         await asyncio.sleep(0.7)
         assert not await store.seen("g", "e1"), "forgotten after the TTL"
+        assert await store.seen_many("g", ["e1", "e2"]) == set()
         await store.close()
         await store.close()
         await store.remember("g", ["e3"])  # connects again
