@@ -23,7 +23,7 @@ from herald.errors import (
 from herald.event import Envelope, Event, registry
 from herald.retry import NO_RETRY, RetryPolicy
 from herald.scheduler import JobNotFound, Scheduler, Tick
-from herald.subscription import Batch, Handler, Middleware
+from herald.subscriber import Batch, Handler, Middleware
 from herald.upcasting import upcaster
 
 __all__ = [

@@ -22,7 +22,8 @@ from herald.dedup import DedupStore, MemoryDedupStore, SqliteDedupStore
 from herald.errors import ConfigError, HeraldError, UnknownCluster
 from herald.event import Envelope, new_event_id, type_name_of, utc_now_iso, version_of
 from herald.retry import INTERNAL_HEADERS, RetryPolicy
-from herald.subscription import Batch, Consumer, Middleware, Subscriber, inspect_handler
+from herald.subscriber import Batch, Middleware, Subscriber, inspect_handler
+from herald.subscription import Consumer
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 log = logging.getLogger("herald.app")

@@ -1,6 +1,6 @@
-"""A subscriber (what the user declared) and its consumer (what runs it).
+"""The consumer: what runs a subscriber (subscriber.py) on a broker.
 
-The consumer fetches deliveries while fewer than `max_in_flight` are
+It fetches deliveries while fewer than `max_in_flight` are
 unfinished (back-pressure), hands each to a lane chosen by its key (so one
 key is handled by one lane, in order, while `concurrency` lanes run at
 once), decodes it, calls the handler through the middlewares, and settles
@@ -12,43 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from herald import retry as h
-from herald.brokers.base import Broker, Delivery, Message, Subscription
-from herald.codecs import PayloadDecoder
+from herald.brokers.base import Broker, Delivery, Subscription
 from herald.context import Context, current_envelope
 from herald.dedup import DedupStore
 from herald.dedup_acks import RecordThenAck, SeenIds
-from herald.errors import ConfigError, DecodeError, Reject
+from herald.errors import DecodeError, Reject
 from herald.event import Envelope, utc_now_iso
-from herald.retry import RetryPolicy
+from herald.failure_routes import FailureRoutes
+from herald.subscriber import Handler, Middleware, Subscriber
 
 if TYPE_CHECKING:
     from herald.app import App
 
-Handler = Callable[[Context], Awaitable[None]]
-Middleware = Callable[[Handler], Handler]
 log = logging.getLogger("herald.consumer")
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Close a batch at `size` events or `timeout` seconds after its first one."""
-
-    size: int = 10
-    timeout: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or self.timeout <= 0:
-            raise ConfigError(f"Batch needs size >= 1 and timeout > 0, got {self.size}, {self.timeout}")
 
 
 class _Lane:
@@ -76,49 +59,6 @@ class _Lane:
 
     def get_nowait(self) -> Delivery | None:
         return self._items.popleft()
-
-
-@dataclass(slots=True)
-class Subscriber:
-    """One `@app.subscriber(...)` declaration."""
-
-    topic: str
-    group: str
-    fn: Callable[..., Awaitable[Any]]
-    decoder: PayloadDecoder
-    takes_context: bool
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    batch: Batch | None = None
-    concurrency: int = 1
-    max_in_flight: int = 1000
-    dedup: bool = False
-    cluster: str | None = None
-    # Counts over the App's whole life (across stops and starts), kept by its Consumers.
-    stats: dict[str, int] = field(
-        default_factory=lambda: {"handled": 0, "retried": 0, "dead_lettered": 0, "skipped": 0}
-    )
-
-    @property
-    def name(self) -> str:
-        """`group:topic:handler`, and `@cluster` for a named cluster's broker."""
-        name = f"{self.group}:{self.topic}:{getattr(self.fn, '__qualname__', 'handler')}"
-        return name if self.cluster is None else f"{name}@{self.cluster}"
-
-
-def inspect_handler(fn: Callable[..., Any]) -> tuple[Any, bool]:
-    """(annotation of the event parameter, whether the handler takes a Context)."""
-    if not inspect.iscoroutinefunction(fn):
-        raise ConfigError(f"handler {fn!r} must be an `async def` function")
-    params = list(inspect.signature(fn, eval_str=True).parameters.values())
-    if not 1 <= len(params) <= 2:
-        raise ConfigError(
-            f"handler {fn.__qualname__} must take (event) or (event, ctx), "
-            f"it takes {len(params)} parameters"
-        )
-    annotation = params[0].annotation
-    if annotation is inspect.Parameter.empty:
-        annotation = Any
-    return annotation, len(params) == 2
 
 
 class Consumer:
@@ -154,6 +94,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
+        self._failures = FailureRoutes(sub, broker, self._sleep)
 
     def _build_chain(self, middlewares: list[Middleware]) -> Handler:
         fn = self.sub.fn
@@ -312,7 +253,7 @@ class Consumer:
             except Exception as exc:
                 first_failure = first_failure or utc_now_iso()
                 if isinstance(exc, Reject):  # the handler says: never going to work
-                    await self._dead_letter(delivery, exc, attempt, exc.reason, first_failure)
+                    await self._failures.dead_letter(delivery, exc, attempt, exc.reason, first_failure)
                     return
                 if attempt < policy.attempts:
                     self.stats["retried"] += 1
@@ -320,7 +261,7 @@ class Consumer:
                         await delivery.nack()
                         return
                     continue
-                await self._fail(delivery, exc, retry_count, attempt, first_failure)
+                await self._failures.fail(delivery, exc, retry_count, attempt, first_failure)
                 return
             finally:
                 current_envelope.reset(token)
@@ -361,7 +302,7 @@ class Consumer:
             self.stats["skipped"] += 1
             await delivery.ack()
         else:
-            await self._dead_letter(delivery, outcome, 0, outcome.kind)
+            await self._failures.dead_letter(delivery, outcome, 0, outcome.kind)
 
     # -- batches -------------------------------------------------------------
     async def _batch_lane(self, queue: _Lane) -> None:
@@ -430,7 +371,7 @@ class Consumer:
             except Exception as exc:
                 first_failure = first_failure or utc_now_iso()
                 if isinstance(exc, Reject) and len(items) == 1:
-                    await self._dead_letter(items[0][0], exc, attempt, exc.reason, first_failure)
+                    await self._failures.dead_letter(items[0][0], exc, attempt, exc.reason, first_failure)
                     return
                 if attempt < policy.attempts and not isinstance(exc, Reject):
                     self.stats["retried"] += 1
@@ -445,7 +386,7 @@ class Consumer:
                     await self._run_batch(items[middle:])
                     return
                 delivery, _, _, retry_count = items[0]
-                await self._fail(delivery, exc, retry_count, attempt, first_failure)
+                await self._failures.fail(delivery, exc, retry_count, attempt, first_failure)
                 return
             finally:
                 current_envelope.reset(token)
@@ -455,97 +396,3 @@ class Consumer:
         self.stats["handled"] += len(items)
         for delivery, *_ in items:
             await delivery.ack()
-
-    # -- failure -------------------------------------------------------------
-    async def _fail(
-        self, delivery: Delivery, exc: Exception, retry_count: int, attempts: int, first: str
-    ) -> None:
-        """After the in-process attempts: the next retry stage, or the dead letters."""
-        if retry_count >= self.policy.stages:
-            await self._dead_letter(delivery, exc, attempts, "handler-error", first)
-            return
-        headers = self._failure_headers(delivery, exc, attempts, "handler-error", first)
-        headers[h.RETRY_COUNT] = str(retry_count + 1)
-        headers[h.RETRY_GROUP] = self.sub.group
-        message = Message(
-            self.policy.retry_topic(self.sub.topic), delivery.body, headers, delivery.key,
-            deliver_at=time.time() + self.policy.stage_delay,
-        )
-        if await self._move(delivery, message):
-            self.stats["retried"] += 1
-            log.info(
-                "retry stage %d: %s from %s (group %s): %s: %s",
-                retry_count + 1, delivery.headers.get("ce_id", "?"), self.sub.topic, self.sub.group,
-                type(exc).__name__, exc,
-                extra=self._log_fields(delivery, "retry_stage", "handler-error", attempts, exc),
-            )
-
-    async def _dead_letter(
-        self,
-        delivery: Delivery,
-        exc: BaseException,
-        attempts: int,
-        reason: str,
-        first: str | None = None,
-    ) -> None:
-        headers = self._failure_headers(delivery, exc, attempts, reason, first)
-        headers.pop(h.RETRY_GROUP, None)
-        message = Message(
-            self.policy.dead_letter_topic(self.sub.topic), delivery.body, headers, delivery.key
-        )
-        if await self._move(delivery, message):
-            self.stats["dead_lettered"] += 1
-            log.warning(
-                "dead letter: %s from %s (group %s): %s: %s",
-                delivery.headers.get("ce_id", "?"), self.sub.topic, self.sub.group,
-                type(exc).__name__, exc,
-                extra=self._log_fields(delivery, "dead_lettered", reason, attempts, exc),
-            )
-
-    def _log_fields(
-        self, delivery: Delivery, outcome: str, reason: str, attempts: int, exc: BaseException
-    ) -> dict[str, object]:
-        """Structured fields for log records (the JSON formatter prints them)."""
-        headers = delivery.headers
-        return {
-            "event_type": headers.get("ce_type"), "event_id": headers.get("ce_id"),
-            "aggregate_id": headers.get("ce_subject"), "correlation_id": headers.get("ce_correlationid"),
-            "topic": self.sub.topic, "group": self.sub.group, "outcome": outcome, "reason": reason,
-            "attempt": attempts, "error_type": type(exc).__name__,
-        }
-
-    def _failure_headers(
-        self, delivery: Delivery, exc: BaseException, attempts: int, reason: str, first: str | None
-    ) -> dict[str, str]:
-        now = utc_now_iso()
-        headers = dict(delivery.headers)
-        headers.setdefault(h.ORIGINAL_TOPIC, self.sub.topic)
-        headers.setdefault(h.ORIGINAL_PARTITION, str(delivery.partition))
-        headers.setdefault(h.ORIGINAL_OFFSET, str(delivery.offset))
-        headers.setdefault(h.FIRST_FAILURE, first or now)
-        headers[h.LAST_FAILURE] = now
-        headers[h.ERROR_TYPE] = type(exc).__name__
-        headers[h.ERROR_MESSAGE] = str(exc)[:2000]
-        headers[h.ATTEMPTS] = str(h.header_count(headers.get(h.ATTEMPTS)) + attempts)
-        headers[h.REASON] = reason
-        headers[h.GROUP] = self.sub.group
-        headers[h.RETRY_TOPIC] = self.policy.retry_topic(self.sub.topic)
-        return headers
-
-    async def _move(self, delivery: Delivery, message: Message) -> bool:
-        """Publish to a retry or dead-letter topic, then acknowledge. A failed
-        publish is retried (never dropped); on shutdown the delivery is given back."""
-        backoff = 0.05
-        while True:
-            try:
-                await self.broker.publish([message])
-            except Exception as exc:
-                log.warning("could not move %r to %s (%s); retrying", delivery, message.topic, exc)
-                if not await self._sleep(backoff):
-                    await delivery.nack()
-                    return False
-                backoff = min(backoff * 2, 5.0)
-                continue
-            await delivery.ack()
-            return True
-

@@ -29,7 +29,7 @@ from herald.app import App
 from herald.context import Context
 from herald.errors import ConfigError
 from herald.observability._common import check_app, event_type_of
-from herald.subscription import Handler
+from herald.subscriber import Handler
 
 FORMAT_ENV = "HERALD_LOG_FORMAT"  # "json" or "text"
 LEVEL_ENV = "HERALD_LOG_LEVEL"  # a level name, e.g. "DEBUG"

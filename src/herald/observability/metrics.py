@@ -37,7 +37,7 @@ from herald.context import Context
 from herald.errors import ConfigError
 from herald.observability._common import check_app, event_type_of
 from herald.observability._lag import LagWatcher
-from herald.subscription import Handler
+from herald.subscriber import Handler
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Histogram, start_http_server

@@ -34,7 +34,7 @@ from herald.context import Context
 from herald.errors import ConfigError, UnknownCluster
 from herald.event import Envelope
 from herald.observability._common import check_app, messaging_system
-from herald.subscription import Handler
+from herald.subscriber import Handler
 
 try:
     from opentelemetry import trace
