@@ -1,6 +1,8 @@
 # herald: `make demo` runs the reference flow, `make test` runs every check.
 PYTHON ?= python3
-INSTALLED := .venv-installed
+# The stamp names this checkout's path and the interpreter: a moved checkout, or another
+# Python, installs again (an editable install points at one path).
+INSTALLED := .installed-$(shell printf '%s' "$(CURDIR) $$(command -v $(PYTHON))" | cksum | cut -d' ' -f1)
 
 .PHONY: install demo test lint typecheck unit bench clean services
 
@@ -31,4 +33,4 @@ bench: $(INSTALLED)
 	$(PYTHON) benchmarks/run.py --json benchmarks/results/latest.json
 
 clean:
-	rm -rf $(INSTALLED) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+	rm -rf .installed-* .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
