@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from herald._sqlite import SqliteThread, transaction
+from herald._sqlite import SqliteThread
 from herald._sqlite_loop import Busy, LoopConnection
 from herald.brokers._log import DataSignal
 from herald.errors import ConfigError
@@ -31,20 +31,14 @@ from herald.store._common import (
     check_seconds,
     check_streams,
     check_types,
-    decode_map,
-    encode,
     expected_holds,
     follow,
-    idempotent,
     inside_transaction,
     refuse_nested_append,
     store_stats,
     utc,
 )
-from herald.store._common import stored_event as _stored_event
 from herald.store.base import (
-    ConcurrencyError,
-    CorruptEvent,
     EventStore,
     Expected,
     ExpectedVersion,
@@ -54,6 +48,7 @@ from herald.store.base import (
     StoreTransaction,
     StreamInfo,
 )
+from herald.store.sqlite_rows import Row, append_rows, append_savepoint, stored_event, stored_events
 
 __all__ = [
     "SCHEMA",
@@ -88,15 +83,11 @@ CREATE TABLE IF NOT EXISTS herald_streams (
 ) WITHOUT ROWID
 """
 
-_encode = encode
-_decode_map = decode_map
-_idempotent = idempotent
 _time = utc
 # Rows a read takes on the loop (a few milliseconds); a longer read goes on
 # in the thread, where it blocks nobody.
 LOOP_ROWS = 1000
 _LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM herald_events"
-Row = tuple[str, int, int, bytes, bytes, bytes, float, str]
 
 
 class SqliteEventStore(EventStore):
@@ -306,7 +297,7 @@ class SqliteTransaction(StoreTransaction):
         metadata: Mapping[str, str] | None = None,
     ) -> int:
         meta = check_append_args(stream, events, expected, metadata)
-        version = await self._db.run(_append_savepoint, stream, list(events), expected, meta, time.time())
+        version = await self._db.run(append_savepoint, stream, list(events), expected, meta, time.time())
         self.appended = True
         return version
 
@@ -344,100 +335,3 @@ def _execute(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
 def _rollback_if_open(db: sqlite3.Connection) -> None:
     if db.in_transaction:
         db.execute("ROLLBACK")
-
-
-def append_rows(
-    db: sqlite3.Connection,
-    stream: str,
-    events: list[Envelope],
-    expected: Expected,
-    metadata: dict[str, str],
-    now: float,
-) -> int:
-    """Append in a transaction of its own (the connection must be idle)."""
-    with transaction(db):
-        return _append_in(db, stream, events, expected, metadata, now)
-
-
-def _append_savepoint(
-    db: sqlite3.Connection,
-    stream: str,
-    events: list[Envelope],
-    expected: Expected,
-    metadata: dict[str, str],
-    now: float,
-) -> int:
-    """Append inside an open transaction; a failure undoes only this append."""
-    db.execute("SAVEPOINT herald_append")
-    try:
-        version = _append_in(db, stream, events, expected, metadata, now)
-    except BaseException:
-        db.execute("ROLLBACK TO herald_append")
-        db.execute("RELEASE herald_append")
-        raise
-    db.execute("RELEASE herald_append")
-    return version
-
-
-def _append_in(
-    db: sqlite3.Connection,
-    stream: str,
-    events: list[Envelope],
-    expected: Expected,
-    metadata: dict[str, str],
-    now: float,
-) -> int:
-    row = db.execute("SELECT version FROM herald_streams WHERE stream = ?", (stream,)).fetchone()
-    current = int(row[0]) if row else 0
-    ids = [e.id for e in events]
-    marks = ", ".join("?" for _ in ids)
-    # Where these ids were recorded already; an id in another stream can
-    # never be this append's retry, so it counts as nowhere (0).
-    recorded = {
-        event_id: version if recorded_stream == stream else 0
-        for event_id, recorded_stream, version in db.execute(
-            f"SELECT event_id, stream, version FROM herald_events WHERE event_id IN ({marks})", ids
-        )
-    }
-    if recorded:
-        return _idempotent(stream, ids, recorded, expected, current)
-    if not expected_holds(expected, current):
-        raise ConcurrencyError(stream, expected, current)
-    meta = _encode(metadata)
-    db.executemany(
-        "INSERT INTO herald_events (stream, version, event_id, type, attributes, data, metadata,"
-        " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (stream, current + n, e.id, e.type, _encode(e.to_headers()), e.data, meta, now)
-            for n, e in enumerate(events, start=1)
-        ],
-    )
-    db.execute(
-        "INSERT INTO herald_streams (stream, version, created_at, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
-        " updated_at = excluded.updated_at",
-        (stream, current + len(events), now, now),
-    )
-    return current + len(events)
-
-
-def stored_events(rows: list[Row]) -> list[StoredEvent]:
-    try:  # the common case in one pass
-        return [
-            _stored_event(stream, version, position, attributes, data, metadata, _time(at), event_id)
-            for stream, version, position, attributes, data, metadata, at, event_id in rows
-        ]
-    except (TypeError, ValueError, OverflowError, OSError):  # a bad recorded_at: name its row
-        return [stored_event(row) for row in rows]
-
-
-def stored_event(row: Row) -> StoredEvent:
-    stream, version, position, attributes, data, metadata, recorded_at, event_id = row
-    try:
-        at = _time(recorded_at)
-    except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise CorruptEvent(
-            f"stored event at position {position} (stream {stream!r}) has a bad recorded_at "
-            f"{recorded_at!r}: repair or delete that row"
-        ) from exc
-    return _stored_event(stream, version, position, attributes, data, metadata, at, event_id)

@@ -1,0 +1,119 @@
+"""The SQLite event store's rows (used by store/sqlite.py): an append in
+one transaction (or a savepoint of an open one), and rows decoded into
+StoredEvents. Plain functions of a `sqlite3.Connection`, run on the store's
+loop connection or its threads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from herald._sqlite import transaction
+from herald.event import Envelope
+from herald.store._common import decode_map, encode, expected_holds, idempotent, utc
+from herald.store._common import stored_event as _stored_event
+from herald.store.base import ConcurrencyError, CorruptEvent, Expected, StoredEvent
+
+_encode = encode
+_decode_map = decode_map
+_idempotent = idempotent
+_time = utc
+# The columns `stored_event` takes, in store/_common.COLUMNS' order.
+Row = tuple[str, int, int, bytes, bytes, bytes, float, str]
+
+
+def append_rows(
+    db: sqlite3.Connection,
+    stream: str,
+    events: list[Envelope],
+    expected: Expected,
+    metadata: dict[str, str],
+    now: float,
+) -> int:
+    """Append in a transaction of its own (the connection must be idle)."""
+    with transaction(db):
+        return _append_in(db, stream, events, expected, metadata, now)
+
+
+def append_savepoint(
+    db: sqlite3.Connection,
+    stream: str,
+    events: list[Envelope],
+    expected: Expected,
+    metadata: dict[str, str],
+    now: float,
+) -> int:
+    """Append inside an open transaction; a failure undoes only this append."""
+    db.execute("SAVEPOINT herald_append")
+    try:
+        version = _append_in(db, stream, events, expected, metadata, now)
+    except BaseException:
+        db.execute("ROLLBACK TO herald_append")
+        db.execute("RELEASE herald_append")
+        raise
+    db.execute("RELEASE herald_append")
+    return version
+
+
+def _append_in(
+    db: sqlite3.Connection,
+    stream: str,
+    events: list[Envelope],
+    expected: Expected,
+    metadata: dict[str, str],
+    now: float,
+) -> int:
+    row = db.execute("SELECT version FROM herald_streams WHERE stream = ?", (stream,)).fetchone()
+    current = int(row[0]) if row else 0
+    ids = [e.id for e in events]
+    marks = ", ".join("?" for _ in ids)
+    # Where these ids were recorded already; an id in another stream can
+    # never be this append's retry, so it counts as nowhere (0).
+    recorded = {
+        event_id: version if recorded_stream == stream else 0
+        for event_id, recorded_stream, version in db.execute(
+            f"SELECT event_id, stream, version FROM herald_events WHERE event_id IN ({marks})", ids
+        )
+    }
+    if recorded:
+        return _idempotent(stream, ids, recorded, expected, current)
+    if not expected_holds(expected, current):
+        raise ConcurrencyError(stream, expected, current)
+    meta = _encode(metadata)
+    db.executemany(
+        "INSERT INTO herald_events (stream, version, event_id, type, attributes, data, metadata,"
+        " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (stream, current + n, e.id, e.type, _encode(e.to_headers()), e.data, meta, now)
+            for n, e in enumerate(events, start=1)
+        ],
+    )
+    db.execute(
+        "INSERT INTO herald_streams (stream, version, created_at, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
+        " updated_at = excluded.updated_at",
+        (stream, current + len(events), now, now),
+    )
+    return current + len(events)
+
+
+def stored_events(rows: list[Row]) -> list[StoredEvent]:
+    try:  # the common case in one pass
+        return [
+            _stored_event(stream, version, position, attributes, data, metadata, _time(at), event_id)
+            for stream, version, position, attributes, data, metadata, at, event_id in rows
+        ]
+    except (TypeError, ValueError, OverflowError, OSError):  # a bad recorded_at: name its row
+        return [stored_event(row) for row in rows]
+
+
+def stored_event(row: Row) -> StoredEvent:
+    stream, version, position, attributes, data, metadata, recorded_at, event_id = row
+    try:
+        at = _time(recorded_at)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise CorruptEvent(
+            f"stored event at position {position} (stream {stream!r}) has a bad recorded_at "
+            f"{recorded_at!r}: repair or delete that row"
+        ) from exc
+    return _stored_event(stream, version, position, attributes, data, metadata, at, event_id)
