@@ -126,15 +126,17 @@ class RecordThenAck:
                 self._recording = batch
                 try:
                     await self._store.remember(self._group, list(batch))
+                    recorded = True
                 except Exception as exc:  # the store failed: handle them again rather than lose the ids
                     log.warning("%s: recording %d handled event id(s) failed (%s); they are redelivered",
                                 self._name, len(batch), exc)
-                    for delivery in batch.values():
-                        await delivery.nack()
-                else:
-                    for delivery in batch.values():
-                        if (pending := delivery.settle_nowait(True)) is not None:
+                    recorded = False
+                for delivery in batch.values():
+                    try:
+                        if (pending := delivery.settle_nowait(recorded)) is not None:
                             await pending
+                    except Exception as exc:  # the broker's trouble: its redelivery covers it
+                        log.warning("%s: settling %r failed (%s)", self._name, delivery, exc)
                 self._recording = {}
         finally:
             if self._task is asyncio.current_task():

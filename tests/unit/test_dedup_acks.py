@@ -252,3 +252,17 @@ async def test_a_subscriber_asks_per_fetch_not_per_event() -> None:
     assert sorted(handled) == list(range(200))  # the repeated id handled once
     assert sum(map(len, store.asked_many)) == 201 and len(store.asked_many) < 10
     assert store.asked_one <= 1  # the repeat: its fetch-time answer was used by the first copy
+
+
+async def test_a_settle_that_fails_does_not_stop_the_others() -> None:
+    store, settled = GatedStore(), []
+    store.gate.set()
+
+    def broken(d: Delivery, ok: bool) -> None:
+        raise ConnectionError("broker gone")
+
+    acks = RecordThenAck(store, "g", limit=100)
+    await acks.add("a", Delivery("t", 0, 1, None, {}, b"", 0.0, broken))
+    await acks.add("b", delivery(settled, 2))
+    await acks.flush()  # does not raise
+    assert settled == [(2, True)] and await store.seen("g", "a")
