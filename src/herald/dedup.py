@@ -129,13 +129,14 @@ class SqliteDedupStore:
     async def seen_many(self, group: str, event_ids: Iterable[str]) -> set[str]:
         """The ids among `event_ids` that `group` handled within the TTL, in a query per 500."""
         ids = check_ids(group, event_ids)
+        cutoff = time.time() - self.ttl
 
         def query(db: sqlite3.Connection, chunk: list[str]) -> list[str]:
             marks = ", ".join("?" for _ in chunk)
             return [event_id for event_id, at in db.execute(
                 f"SELECT event_id, seen_at FROM herald_dedup WHERE grp = ? AND event_id IN ({marks})",
                 (group, *chunk),
-            ) if at > time.time() - self.ttl]
+            ) if at > cutoff]
 
         await self._ready()
         found: set[str] = set()
