@@ -95,15 +95,7 @@ class PostgresDedupStore:
 
     async def seen(self, group: str, event_id: str) -> bool:
         """True when `group` handled `event_id` within the TTL."""
-        check_ids(group, [event_id])
-        pool = await self._ready()
-        with self._errors():
-            value = await pool.fetchval(
-                f"SELECT seen_at > now() - make_interval(secs => $3) FROM {self._table}"
-                " WHERE grp = $1 AND event_id = $2",
-                group, event_id, self.ttl,
-            )
-        return bool(value)
+        return event_id in await self.seen_many(group, [event_id])
 
     async def seen_many(self, group: str, event_ids: Iterable[str]) -> set[str]:
         """The ids among `event_ids` that `group` handled within the TTL, in one round trip."""

@@ -83,7 +83,6 @@ CREATE TABLE IF NOT EXISTS herald_streams (
 ) WITHOUT ROWID
 """
 
-_time = utc
 # Rows a read takes on the loop (a few milliseconds); a longer read goes on
 # in the thread, where it blocks nobody.
 LOOP_ROWS = 1000
@@ -232,7 +231,7 @@ class SqliteEventStore(EventStore):
                 " WHERE stream >= ? AND stream < ? ORDER BY stream LIMIT ?",
                 (prefix, prefix + "\U0010ffff", limit),
             ).fetchall()
-            return [StreamInfo(s, v, _time(c), _time(u)) for s, v, c, u in rows]
+            return [StreamInfo(s, v, utc(c), utc(u)) for s, v, c, u in rows]
 
         return await self._db.run(query)
 

@@ -10,14 +10,10 @@ import sqlite3
 
 from herald._sqlite import transaction
 from herald.event import Envelope
-from herald.store._common import decode_map, encode, expected_holds, idempotent, utc
+from herald.store._common import encode, expected_holds, idempotent, utc
 from herald.store._common import stored_event as _stored_event
 from herald.store.base import ConcurrencyError, CorruptEvent, Expected, StoredEvent
 
-_encode = encode
-_decode_map = decode_map
-_idempotent = idempotent
-_time = utc
 # The columns `stored_event` takes, in store/_common.COLUMNS' order.
 Row = tuple[str, int, int, bytes, bytes, bytes, float, str]
 
@@ -76,15 +72,15 @@ def _append_in(
         )
     }
     if recorded:
-        return _idempotent(stream, ids, recorded, expected, current)
+        return idempotent(stream, ids, recorded, expected, current)
     if not expected_holds(expected, current):
         raise ConcurrencyError(stream, expected, current)
-    meta = _encode(metadata)
+    meta = encode(metadata)
     db.executemany(
         "INSERT INTO herald_events (stream, version, event_id, type, attributes, data, metadata,"
         " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (stream, current + n, e.id, e.type, _encode(e.to_headers()), e.data, meta, now)
+            (stream, current + n, e.id, e.type, encode(e.to_headers()), e.data, meta, now)
             for n, e in enumerate(events, start=1)
         ],
     )
@@ -100,7 +96,7 @@ def _append_in(
 def stored_events(rows: list[Row]) -> list[StoredEvent]:
     try:  # the common case in one pass
         return [
-            _stored_event(stream, version, position, attributes, data, metadata, _time(at), event_id)
+            _stored_event(stream, version, position, attributes, data, metadata, utc(at), event_id)
             for stream, version, position, attributes, data, metadata, at, event_id in rows
         ]
     except (TypeError, ValueError, OverflowError, OSError):  # a bad recorded_at: name its row
@@ -110,7 +106,7 @@ def stored_events(rows: list[Row]) -> list[StoredEvent]:
 def stored_event(row: Row) -> StoredEvent:
     stream, version, position, attributes, data, metadata, recorded_at, event_id = row
     try:
-        at = _time(recorded_at)
+        at = utc(recorded_at)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise CorruptEvent(
             f"stored event at position {position} (stream {stream!r}) has a bad recorded_at "
