@@ -50,7 +50,7 @@ class SqliteThread:
         return self._db
 
     async def open(self, schema: str = "") -> None:
-        """Open (idempotent) and create `schema` (statements separated by `;`).
+        """Open (idempotent) and create `schema` (SQL statements, each ending in `;`).
         Raises OSError or sqlite3.Error; callers turn them into their own errors."""
         if self._db is not None:
             return
@@ -75,9 +75,8 @@ class SqliteThread:
         db.execute(f"PRAGMA synchronous = {self._synchronous}")
         if schema:
             with transaction(db):
-                for statement in schema.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in statements(schema):
+                    db.execute(statement)
         return db
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -148,6 +147,22 @@ def switch_to_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
+
+
+def statements(script: str) -> list[str]:
+    """`script` cut into whole statements: a `;` inside a trigger's body or a
+    string does not end one."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending.strip())
+    return out
 
 
 @contextlib.contextmanager

@@ -13,9 +13,12 @@ cannot wait:
   into the database costs about 3 µs per frame, a fifth of an append's
   time if the appending loop paid it. Every `CHECKPOINT_EVERY` writes a
   passive checkpoint runs on the thread instead, beside the appends
-  (SQLite lets go of the GIL, so it takes the other core), and then once
-  more under the write lock for the few frames added meanwhile: the log
-  starts over only when nothing was written since the last checkpoint;
+  (SQLite lets go of the GIL, so it takes the other core); every
+  `RESTART_EVERY`-th one runs once more under the write lock for the few
+  frames added meanwhile, because the log starts over only when nothing
+  was written since the last checkpoint. That second pass syncs the file
+  (a millisecond or two, which the next write waits for), so it is the
+  rarer one;
 - callers keep calls bounded (a page of rows, one append): a long read
   belongs on the thread;
 - a call here returns without letting the loop turn, so a task appending
@@ -42,6 +45,8 @@ T = TypeVar("T")
 # Writes between two checkpoints: about SQLite's own 1,000-page default for
 # appends of a few pages each.
 CHECKPOINT_EVERY = 250
+# Checkpoints between two that hold the write lock to let the log start over.
+RESTART_EVERY = 4
 # Seconds of back-to-back calls before other tasks get a turn.
 TURN_EVERY = 0.002
 
@@ -62,6 +67,7 @@ class LoopConnection:
         self._synchronous = synchronous
         self._db: sqlite3.Connection | None = None
         self._writes = 0
+        self._checkpoints = 0
         self._checkpointing: asyncio.Task[None] | None = None
         self._turned = time.monotonic()
 
@@ -129,10 +135,12 @@ class LoopConnection:
         self._checkpointing = asyncio.ensure_future(self._checkpoint())
 
     async def _checkpoint(self) -> None:
+        self._checkpoints += 1
         try:
             await self._thread.run(checkpoint)  # the bulk, beside the appends
-            async with self._write_lock:  # the rest, with nothing written after it
-                await self._thread.run(checkpoint)
+            if self._checkpoints % RESTART_EVERY == 0:
+                async with self._write_lock:  # the rest, with nothing written after it
+                    await self._thread.run(checkpoint)
         except (sqlite3.Error, NotRunning) as exc:  # the frames stay in the log; the next one copies them
             log.debug("checkpoint of %s did not finish: %s", self._thread.path, exc)
 

@@ -129,6 +129,19 @@ async def test_reads(store: EventStore) -> None:
     assert stream[0].recorded_at.tzinfo is not None
 
 
+async def test_streams_show_their_first_and_newest_event(store: EventStore) -> None:
+    await store.append("todo-1", [created("1")])
+    await store.append("todo-2", [created("2")])
+    await store.append("todo-1", [completed("1")])
+    first, _, newest = await store.read_all()
+    info = {s.stream: s for s in await store.streams()}
+    assert (info["todo-1"].version, info["todo-2"].version) == (2, 1)
+    assert info["todo-1"].first_recorded == first.recorded_at
+    assert info["todo-1"].last_recorded == newest.recorded_at
+    assert info["todo-2"].first_recorded == info["todo-2"].last_recorded
+    assert (await store.stats()).streams == 2
+
+
 async def test_odd_names_and_payloads_round_trip(store: EventStore) -> None:
     envelope = created("ü", title="\u4e2d\u6587 ' \" % _ \\")
     await store.append("stream with spaces/ü%_'", [envelope])

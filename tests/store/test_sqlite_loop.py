@@ -107,14 +107,76 @@ async def test_a_task_appending_in_a_loop_lets_others_run(
 
 
 async def test_the_write_ahead_log_is_checkpointed(store: SqliteEventStore) -> None:
-    for n in range(1200):
+    for n in range(2400):
         await store.append(f"s-{n % 50}", [APP.envelope(Noted(n=n))])
-    # Unchecked, 1,200 appends of six or seven pages each would leave a log of
-    # some 30 MB; a checkpoint every 250 appends lets SQLite reuse it from the start.
+    # Unchecked, 2,400 appends of four or five pages each would leave a log of
+    # some 40 MB; a checkpoint every 250 appends, and every 1,000 one that lets
+    # SQLite start the log over, keeps it under about 20.
     size = _size(store.path + "-wal")
-    assert size < 12 * 2**20, size
-    assert (await store.stats()).events == 1200
+    assert size < 24 * 2**20, size
+    assert (await store.stats()).events == 2400
 
 
 def _size(path: str) -> int:
     return os.path.getsize(path)
+
+
+async def test_events_cannot_be_deleted_so_no_position_is_given_twice(store: SqliteEventStore) -> None:
+    await store.append("s-1", [APP.envelope(Noted(n=1)), APP.envelope(Noted(n=2))])
+    newest = await store.last_position()
+    db = sqlite3.connect(store.path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("DELETE FROM herald_events WHERE position = ?", (newest,))
+    finally:
+        db.close()
+    await store.append("s-1", [APP.envelope(Noted(n=3))])
+    assert await store.last_position() == newest + 1
+
+
+OLD_LAYOUT = """
+CREATE TABLE herald_events (
+    position INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, version INTEGER NOT NULL,
+    event_id TEXT NOT NULL, type TEXT NOT NULL, attributes BLOB NOT NULL, data BLOB NOT NULL,
+    metadata BLOB NOT NULL, recorded_at REAL NOT NULL, UNIQUE (stream, version), UNIQUE (event_id));
+CREATE TABLE herald_streams (
+    stream TEXT PRIMARY KEY, version INTEGER NOT NULL, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+
+async def test_a_file_of_the_older_layout_is_upgraded(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    before = SqliteEventStore(path)
+    await before.connect()
+    await before.append("s-1", [APP.envelope(Noted(n=1)), APP.envelope(Noted(n=2))])
+    rows = await before.read_all()
+    await before.close()
+    # the same rows in the layout older versions made, with their streams table
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("ALTER TABLE herald_events RENAME TO kept")
+    db.execute("DROP TABLE herald_streams")
+    db.executescript(OLD_LAYOUT)
+    db.execute("INSERT INTO herald_events SELECT * FROM kept")
+    db.execute("DROP TABLE kept")
+    db.execute("INSERT INTO herald_streams VALUES ('s-1', 2, 1000.0, 2000.0)")
+    db.close()
+
+    store = SqliteEventStore(path)
+    await store.connect()
+    try:
+        [info] = await store.streams()
+        assert (info.stream, info.version) == ("s-1", 2)
+        assert info.first_recorded.timestamp() == 1000.0  # kept from the old table
+        assert info.last_recorded == rows[-1].recorded_at  # now the newest event's
+        with pytest.raises(ConcurrencyError):
+            await store.append("s-1", [APP.envelope(Noted(n=3))], 1)
+        assert await store.append("s-1", [APP.envelope(Noted(n=3))], 2) == 3
+        assert await store.append("s-2", [APP.envelope(Noted(n=4))]) == 1
+        assert [s.version for s in await store.streams()] == [3, 1]
+    finally:
+        await store.close()
+    again = SqliteEventStore(path)  # upgrading is done once
+    await again.connect()
+    assert (await again.stats()).streams == 2
+    await again.close()

@@ -84,6 +84,19 @@ async def test_a_failed_append_inside_leaves_the_transaction_usable(store: Event
     assert [e.version for e in await store.read_stream("s")] == [1, 2]
 
 
+async def test_retried_and_clashing_ids_inside_a_transaction(store: EventStore) -> None:
+    first, second = noted(1), noted(2)
+    async with store.transaction() as tx:
+        assert await tx.append("s", [first, second], ExpectedVersion.NO_STREAM) == 2
+        assert await tx.append("s", [first, second], ExpectedVersion.NO_STREAM) == 2  # a retry
+        assert await tx.append("s", [first, second]) == 2
+        with pytest.raises(ConcurrencyError):  # recorded in another stream
+            await tx.append("t", [noted(3), first])
+        assert await tx.append("t", [noted(4)]) == 1  # the clash left nothing behind
+    assert [e.version for e in await store.read_stream("s")] == [1, 2]
+    assert len(await store.read_stream("t")) == 1
+
+
 async def test_a_cancelled_transaction_rolls_back(store: EventStore) -> None:
     started = asyncio.Event()
 

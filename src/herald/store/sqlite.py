@@ -1,10 +1,18 @@
 """The SQLite event store (`sqlite:///events.db`), herald's default.
 
-SQLite lets one writer commit at a time, so positions (AUTOINCREMENT ids,
-never reused) become visible in order: a reader of all events can never
-pass a position that commits later. The expected-version check and the
-insert happen in one IMMEDIATE transaction, so exactly one of several
-concurrent writers wins each version, also across processes.
+SQLite lets one writer commit at a time, so positions (the table's rowids,
+the newest plus one) become visible in order: a reader of all events can
+never pass a position that commits later. Positions are never given twice
+because the table is append-only (a trigger refuses DELETE: deleting the
+newest event would hand its position to the next one, which a reader that
+had passed it would never see). The expected-version check and the insert
+happen in one IMMEDIATE transaction, so exactly one of several concurrent
+writers wins each version, also across processes.
+
+What an append writes is what it costs (a WAL frame per page touched), so
+it touches no more than it must: the events table and its three indexes,
+and `herald_streams` only for a stream's first event. A stream's version
+is its newest event's, found in the (stream, version) index.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from herald._sqlite import SqliteThread
+from herald._sqlite import SqliteThread, transaction
 from herald._sqlite_loop import Busy, LoopConnection
 from herald.brokers._log import DataSignal
 from herald.errors import ConfigError
@@ -62,7 +70,7 @@ __all__ = [
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS herald_events (
-    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    position INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
     version INTEGER NOT NULL,
     event_id TEXT NOT NULL,
@@ -75,18 +83,27 @@ CREATE TABLE IF NOT EXISTS herald_events (
     UNIQUE (event_id)
 );
 CREATE INDEX IF NOT EXISTS herald_events_type ON herald_events (type, recorded_at);
+CREATE TRIGGER IF NOT EXISTS herald_events_append_only BEFORE DELETE ON herald_events
+BEGIN
+    SELECT RAISE(ABORT, 'herald_events is append-only: a position must never be given twice');
+END;
 CREATE TABLE IF NOT EXISTS herald_streams (
     stream TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-) WITHOUT ROWID
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 # Rows a read takes on the loop (a few milliseconds); a longer read goes on
 # in the thread, where it blocks nobody.
 LOOP_ROWS = 1000
 _LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM herald_events"
+# A stream's version and last change are its newest event's.
+_STREAMS = """
+SELECT s.stream, e.version, s.created_at, e.recorded_at FROM herald_streams s
+JOIN herald_events e ON e.stream = s.stream
+    AND e.version = (SELECT MAX(version) FROM herald_events WHERE stream = s.stream)
+WHERE s.stream >= ? AND s.stream < ? ORDER BY s.stream LIMIT ?
+"""
 
 
 class SqliteEventStore(EventStore):
@@ -121,6 +138,7 @@ class SqliteEventStore(EventStore):
     async def connect(self) -> None:
         try:
             await self._db.open(SCHEMA)
+            await self._db.run(upgrade_streams)
             self._loop_db.open()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(
@@ -226,11 +244,7 @@ class SqliteEventStore(EventStore):
         check_streams(prefix, limit)
 
         def query(db: sqlite3.Connection) -> list[StreamInfo]:
-            rows = db.execute(
-                "SELECT stream, version, created_at, updated_at FROM herald_streams"
-                " WHERE stream >= ? AND stream < ? ORDER BY stream LIMIT ?",
-                (prefix, prefix + "\U0010ffff", limit),
-            ).fetchall()
+            rows = db.execute(_STREAMS, (prefix, prefix + "\U0010ffff", limit)).fetchall()
             return [StreamInfo(s, v, utc(c), utc(u)) for s, v, c, u in rows]
 
         return await self._db.run(query)
@@ -321,6 +335,27 @@ class SqliteTransaction(StoreTransaction):
             return None if row is None else tuple(row)
 
         return await self._db.run(run)
+
+
+def upgrade_streams(db: sqlite3.Connection) -> None:
+    """Older files kept each stream's version and last change in
+    `herald_streams`, written by every append; now they come from the
+    events, and the table keeps when each stream began."""
+    if not _old_streams(db):
+        return
+    with transaction(db):
+        if _old_streams(db):  # another process may have upgraded it meanwhile
+            db.execute("ALTER TABLE herald_streams RENAME TO herald_streams_before")
+            db.execute(
+                "CREATE TABLE herald_streams (stream TEXT PRIMARY KEY, created_at REAL NOT NULL)"
+                " WITHOUT ROWID"
+            )
+            db.execute("INSERT INTO herald_streams SELECT stream, created_at FROM herald_streams_before")
+            db.execute("DROP TABLE herald_streams_before")
+
+
+def _old_streams(db: sqlite3.Connection) -> bool:
+    return any(column[1] == "version" for column in db.execute("PRAGMA table_info(herald_streams)"))
 
 
 def _fetch(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[Row]:

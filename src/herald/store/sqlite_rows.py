@@ -27,8 +27,12 @@ def append_rows(
     now: float,
 ) -> int:
     """Append in a transaction of its own (the connection must be idle)."""
-    with transaction(db):
-        return _append_in(db, stream, events, expected, metadata, now)
+    try:
+        with transaction(db):
+            return _append_in(db, stream, events, expected, metadata, now)
+    except sqlite3.IntegrityError:  # rolled back: an id was recorded before
+        with transaction(db):
+            return _append_in(db, stream, events, expected, metadata, now, ids_first=True)
 
 
 def append_savepoint(
@@ -42,7 +46,11 @@ def append_savepoint(
     """Append inside an open transaction; a failure undoes only this append."""
     db.execute("SAVEPOINT herald_append")
     try:
-        version = _append_in(db, stream, events, expected, metadata, now)
+        try:
+            version = _append_in(db, stream, events, expected, metadata, now)
+        except sqlite3.IntegrityError:  # an id was recorded before
+            db.execute("ROLLBACK TO herald_append")
+            version = _append_in(db, stream, events, expected, metadata, now, ids_first=True)
     except BaseException:
         db.execute("ROLLBACK TO herald_append")
         db.execute("RELEASE herald_append")
@@ -58,23 +66,21 @@ def _append_in(
     expected: Expected,
     metadata: dict[str, str],
     now: float,
+    *,
+    ids_first: bool = False,
 ) -> int:
-    row = db.execute("SELECT version FROM herald_streams WHERE stream = ?", (stream,)).fetchone()
-    current = int(row[0]) if row else 0
-    ids = [e.id for e in events]
-    marks = ", ".join("?" for _ in ids)
-    # Where these ids were recorded already; an id in another stream can
-    # never be this append's retry, so it counts as nowhere (0).
-    recorded = {
-        event_id: version if recorded_stream == stream else 0
-        for event_id, recorded_stream, version in db.execute(
-            f"SELECT event_id, stream, version FROM herald_events WHERE event_id IN ({marks})", ids
-        )
-    }
-    if recorded:
-        return idempotent(stream, ids, recorded, expected, current)
-    if not expected_holds(expected, current):
-        raise ConcurrencyError(stream, expected, current)
+    """The ids are looked up only when something is off (the expected
+    version, or `ids_first` after the insert met a recorded id): the unique
+    index checks them in every other append for nothing."""
+    current = db.execute(
+        "SELECT MAX(version) FROM herald_events WHERE stream = ?", (stream,)
+    ).fetchone()[0] or 0
+    if ids_first or not expected_holds(expected, current):
+        ids = [e.id for e in events]
+        if recorded := _recorded(db, stream, ids):
+            return idempotent(stream, ids, recorded, expected, current)
+        if not expected_holds(expected, current):
+            raise ConcurrencyError(stream, expected, current)
     meta = encode(metadata)
     db.executemany(
         "INSERT INTO herald_events (stream, version, event_id, type, attributes, data, metadata,"
@@ -84,13 +90,21 @@ def _append_in(
             for n, e in enumerate(events, start=1)
         ],
     )
-    db.execute(
-        "INSERT INTO herald_streams (stream, version, created_at, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (stream) DO UPDATE SET version = excluded.version,"
-        " updated_at = excluded.updated_at",
-        (stream, current + len(events), now, now),
-    )
+    if current == 0:
+        db.execute("INSERT INTO herald_streams (stream, created_at) VALUES (?, ?)", (stream, now))
     return current + len(events)
+
+
+def _recorded(db: sqlite3.Connection, stream: str, ids: list[str]) -> dict[str, int]:
+    """Where these ids were recorded already; an id in another stream can
+    never be this append's retry, so it counts as nowhere (0)."""
+    marks = ", ".join("?" for _ in ids)
+    return {
+        event_id: version if recorded_stream == stream else 0
+        for event_id, recorded_stream, version in db.execute(
+            f"SELECT event_id, stream, version FROM herald_events WHERE event_id IN ({marks})", ids
+        )
+    }
 
 
 def stored_events(rows: list[Row]) -> list[StoredEvent]:
