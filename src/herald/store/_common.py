@@ -325,7 +325,8 @@ def inside_transaction(store: object) -> Iterator[None]:
 
 
 def refuse_nested_append(store: object) -> None:
-    if _key(store) in _open.get():
+    opened = _open.get()
+    if opened and _key(store) in opened:
         raise StoreError(
             "store.append() inside `async with store.transaction() as tx` would wait for "
             "that transaction to end: use tx.append() instead"
