@@ -8,7 +8,9 @@ until due and then join the log, so the log itself stays in offset order.
 
 All database work of a broker runs on one thread of its own (sqlite3
 connections are not shared between threads); each call does a whole
-transaction there, so an event loop never waits on a lock.
+transaction there, so an event loop never waits on a lock. Group
+membership and leases are in `sqlite_group.py`, what the admin commands
+read in `sqlite_admin.py`.
 """
 
 from __future__ import annotations
@@ -26,23 +28,22 @@ import msgspec
 from herald._sqlite import SqliteThread, transaction
 from herald.brokers._log import (
     DataSignal,
-    Lease,
     LogStorage,
     LogSubscription,
     StoredRow,
-    plan_leases,
 )
 from herald.brokers.base import (
     Broker,
     Delivery,
     Features,
-    GroupPosition,
     LogAdmin,
     Message,
     Subscription,
     TopicInfo,
     partition_for,
 )
+from herald.brokers.sqlite_admin import delete, read_topic, topics
+from herald.brokers.sqlite_group import sync_group
 from herald.errors import BrokerUnavailable, ConfigError, NotRunning
 
 T = TypeVar("T")
@@ -331,74 +332,8 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
         now: float,
     ) -> dict[int, int]:
         db = self._conn()
-        ttl = self._lease_ttl
-        with transaction(db):
-            leases = {
-                p: Lease(p, owner, expires)
-                for p, owner, expires in db.execute(
-                    "SELECT partition, owner, expires_at FROM herald_leases"
-                    " WHERE grp = ? AND topic = ?",
-                    (group, topic),
-                )
-            }
-            # Commit only where this member still holds the lease: a worker
-            # that lost a partition must not move another worker's position.
-            db.executemany(
-                "INSERT INTO herald_offsets (grp, topic, partition, committed) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (grp, topic, partition)"
-                " DO UPDATE SET committed = MAX(committed, excluded.committed)",
-                [
-                    (group, topic, p, offset)
-                    for p, offset in commits.items()
-                    if p in leases and leases[p].owner == member
-                ],
-            )
-            if leaving:
-                db.execute(
-                    "DELETE FROM herald_members WHERE grp = ? AND topic = ? AND member = ?",
-                    (group, topic, member),
-                )
-                db.execute(
-                    "UPDATE herald_leases SET owner = NULL WHERE grp = ? AND topic = ? AND owner = ?",
-                    (group, topic, member),
-                )
-                return {}
-            db.execute(
-                "INSERT INTO herald_members (grp, topic, member, heartbeat_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (grp, topic, member) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                (group, topic, member, now),
-            )
-            db.execute(
-                "DELETE FROM herald_members WHERE grp = ? AND topic = ? AND heartbeat_at < ?",
-                (group, topic, now - ttl),
-            )
-            live = [
-                m for (m,) in db.execute(
-                    "SELECT member FROM herald_members WHERE grp = ? AND topic = ?", (group, topic)
-                )
-            ]
-            take, release = plan_leases(self._partition_count(db, topic), live, leases, member, now)
-            db.executemany(
-                "UPDATE herald_leases SET owner = NULL WHERE grp = ? AND topic = ? AND partition = ?",
-                [(group, topic, p) for p in release],
-            )
-            db.executemany(
-                "INSERT INTO herald_leases (grp, topic, partition, owner, expires_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (grp, topic, partition)"
-                " DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
-                [(group, topic, p, member, now + ttl) for p in take],
-            )
-            owned = {
-                p: int(c)
-                for p, c in db.execute(
-                    "SELECT l.partition, COALESCE(o.committed, 0) FROM herald_leases l"
-                    " LEFT JOIN herald_offsets o"
-                    " ON o.grp = l.grp AND o.topic = l.topic AND o.partition = l.partition"
-                    " WHERE l.grp = ? AND l.topic = ? AND l.owner = ?",
-                    (group, topic, member),
-                )
-            }
-        return owned
+        partitions = self._partition_count(db, topic)
+        return sync_group(db, group, topic, member, commits, leaving, now, self._lease_ttl, partitions)
 
     async def read(
         self, topic: str, positions: dict[int, int], limit: int
@@ -440,62 +375,12 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
 
     # -- admin ---------------------------------------------------------------
     async def topics(self) -> list[TopicInfo]:
-        return await self._run(self._topics)
-
-    def _topics(self) -> list[TopicInfo]:
-        db = self._conn()
-        counts = {
-            topic: n
-            for topic, n in db.execute("SELECT topic, COUNT(*) FROM herald_messages GROUP BY topic")
-        }
-        delayed = {
-            topic: n
-            for topic, n in db.execute("SELECT topic, COUNT(*) FROM herald_delayed GROUP BY topic")
-        }
-        infos = []
-        for name, partitions in db.execute("SELECT name, partitions FROM herald_topics ORDER BY name"):
-            groups = []
-            for (group,) in db.execute(
-                "SELECT DISTINCT grp FROM herald_offsets WHERE topic = ? ORDER BY grp", (name,)
-            ).fetchall():
-                (lag,) = db.execute(
-                    "SELECT COUNT(*) FROM herald_messages m WHERE m.topic = ? AND m.id >"
-                    " COALESCE((SELECT committed FROM herald_offsets o WHERE o.grp = ?"
-                    " AND o.topic = m.topic AND o.partition = m.partition), 0)",
-                    (name, group),
-                ).fetchone()
-                groups.append(GroupPosition(group, counts.get(name, 0) - lag, lag))
-            infos.append(
-                TopicInfo(name, partitions, counts.get(name, 0), delayed.get(name, 0), groups)
-            )
-        return infos
+        return await self._run(lambda: topics(self._conn()))
 
     async def read_topic(
         self, topic: str, *, after: int | None = None, limit: int = 100
     ) -> list[Delivery]:
-        def read() -> list[Delivery]:
-            rows = self._conn().execute(
-                "SELECT partition, id, key, headers, body, created_at FROM herald_messages"
-                " WHERE topic = ? AND id > ? ORDER BY id LIMIT ?",
-                (topic, after or 0, limit),
-            )
-            return [
-                Delivery(topic, p, offset, key, _decode_headers(h), body, ts)
-                for p, offset, key, h, body, ts in rows
-            ]
-
-        return await self._run(read)
+        return await self._run(lambda: read_topic(self._conn(), topic, after or 0, limit))
 
     async def delete(self, topic: str, offsets: Sequence[int]) -> int:
-        def delete() -> int:
-            db = self._conn()
-            with transaction(db):
-                return sum(
-                    db.execute(
-                        "DELETE FROM herald_messages WHERE topic = ? AND id = ?", (topic, o)
-                    ).rowcount
-                    for o in offsets
-                )
-
-        return await self._run(delete)
-
+        return await self._run(lambda: delete(self._conn(), topic, offsets))
