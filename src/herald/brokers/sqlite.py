@@ -320,20 +320,14 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
     async def sync_group(
         self, group: str, topic: str, member: str, commits: dict[int, int], leaving: bool = False
     ) -> dict[int, int]:
-        return await self._run(self._sync_group, group, topic, member, commits, leaving, time.time())
+        now = time.time()
 
-    def _sync_group(
-        self,
-        group: str,
-        topic: str,
-        member: str,
-        commits: dict[int, int],
-        leaving: bool,
-        now: float,
-    ) -> dict[int, int]:
-        db = self._conn()
-        partitions = self._partition_count(db, topic)
-        return sync_group(db, group, topic, member, commits, leaving, now, self._lease_ttl, partitions)
+        def sync() -> dict[int, int]:
+            db = self._conn()
+            partitions = self._partition_count(db, topic)
+            return sync_group(db, group, topic, member, commits, leaving, now, self._lease_ttl, partitions)
+
+        return await self._run(sync)
 
     async def read(
         self, topic: str, positions: dict[int, int], limit: int
