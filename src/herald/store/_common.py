@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 encode = msgspec.msgpack.Encoder().encode
 decode_map = msgspec.msgpack.Decoder(dict[str, str]).decode
+_NO_METADATA = encode({})  # most events carry none: no decoder call for them
 # The columns of herald_events in the order `stored_event` takes them.
-COLUMNS = "stream, version, position, attributes, data, metadata, recorded_at, event_id"
+COLUMNS = "stream, version, position, attributes, data, metadata, recorded_at"
 
 
 class _Attributes(
@@ -241,7 +242,6 @@ def stored_event(
     data: bytes,
     metadata: bytes,
     recorded_at: datetime,
-    event_id: str,
 ) -> StoredEvent:
     """Decode one row; a row that does not decode is CorruptEvent naming its position."""
     try:
@@ -249,11 +249,11 @@ def stored_event(
         envelope = (_fast_envelope(attributes, data) if _FAST else None) or Envelope.from_headers(
             decode_map(attributes), data
         )
-        meta = decode_map(metadata)
+        meta = {} if metadata == _NO_METADATA else decode_map(metadata)
     except (DecodeError, msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
         raise CorruptEvent(
-            f"stored event at position {position} (stream {stream!r}, version {version}, id "
-            f"{event_id!r}) cannot be read: {exc}; repair or delete that row"
+            f"stored event at position {position} (stream {stream!r}, version {version}) "
+            f"cannot be read: {exc}; repair or delete that row"
         ) from exc
     return StoredEvent(stream, version, position, envelope, recorded_at, meta)
 

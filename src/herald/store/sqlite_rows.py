@@ -15,7 +15,7 @@ from herald.store._common import stored_event as _stored_event
 from herald.store.base import ConcurrencyError, CorruptEvent, Expected, StoredEvent
 
 # The columns `stored_event` takes, in store/_common.COLUMNS' order.
-Row = tuple[str, int, int, bytes, bytes, bytes, float, str]
+Row = tuple[str, int, int, bytes, bytes, bytes, float]
 
 
 def append_rows(
@@ -110,15 +110,15 @@ def _recorded(db: sqlite3.Connection, stream: str, ids: list[str]) -> dict[str, 
 def stored_events(rows: list[Row]) -> list[StoredEvent]:
     try:  # the common case in one pass
         return [
-            _stored_event(stream, version, position, attributes, data, metadata, utc(at), event_id)
-            for stream, version, position, attributes, data, metadata, at, event_id in rows
+            _stored_event(stream, version, position, attributes, data, metadata, utc(at))
+            for stream, version, position, attributes, data, metadata, at in rows
         ]
     except (TypeError, ValueError, OverflowError, OSError):  # a bad recorded_at: name its row
         return [stored_event(row) for row in rows]
 
 
 def stored_event(row: Row) -> StoredEvent:
-    stream, version, position, attributes, data, metadata, recorded_at, event_id = row
+    stream, version, position, attributes, data, metadata, recorded_at = row
     try:
         at = utc(recorded_at)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
@@ -126,4 +126,4 @@ def stored_event(row: Row) -> StoredEvent:
             f"stored event at position {position} (stream {stream!r}) has a bad recorded_at "
             f"{recorded_at!r}: repair or delete that row"
         ) from exc
-    return _stored_event(stream, version, position, attributes, data, metadata, at, event_id)
+    return _stored_event(stream, version, position, attributes, data, metadata, at)
