@@ -109,6 +109,10 @@ read_pid() { [[ -r $1 ]] && head -n 1 "$1" 2>/dev/null | tr -d '[:space:]'; }
 launch() {
   local name=$1; shift
   local log; log=$(log_file "$name")
+  # One older log is kept: a service started again and again must not fill the disk.
+  if [[ -f $log ]] && (( $(stat -c %s "$log") > 50 * 1024 * 1024 )); then
+    mv -f "$log" "$log.1"
+  fi
   printf '\n=== %s: starting %s\n' "$(date '+%F %T')" "$name" >>"$log"
   setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
   echo $! >"$(svc_home "$name")/$name.pid"
