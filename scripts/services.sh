@@ -16,7 +16,8 @@
 #   nats      4222  nats://127.0.0.1:4222 (JetStream on)
 #   kafka     9092  127.0.0.1:9092 (KRaft, single node; controller on 9093)
 #
-# Data and logs live in .services/<name>/ (override with HERALD_SERVICES_DIR).
+# Data and logs live in .services/<name>/ (override with HERALD_SERVICES_DIR); a log
+# over 50 MB becomes <name>.log.1 when its service starts again.
 # Kafka's jars come from Maven Central via scripts/kafka/pom.xml and are cached
 # in ~/.cache/herald (override with HERALD_CACHE_DIR). Per-service start timeout:
 # HERALD_SERVICES_TIMEOUT seconds (defaults: 30 redis/nats, 60 postgres, 120 kafka/rabbitmq).
