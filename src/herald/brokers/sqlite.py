@@ -10,7 +10,7 @@ All database work of a broker runs on one thread of its own (sqlite3
 connections are not shared between threads); each call does a whole
 transaction there, so an event loop never waits on a lock. Group
 membership and leases are in `sqlite_group.py`, what the admin commands
-read in `sqlite_admin.py`.
+read in `sqlite_admin.py`, the tables in `sqlite_schema.py`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-
-import msgspec
 
 from herald._sqlite import SqliteThread, transaction
 from herald.brokers._log import (
@@ -44,60 +42,11 @@ from herald.brokers.base import (
 )
 from herald.brokers.sqlite_admin import delete, read_topic, topics
 from herald.brokers.sqlite_group import sync_group
+from herald.brokers.sqlite_schema import SCHEMA, decode_headers, encode_headers
 from herald.errors import BrokerUnavailable, ConfigError, NotRunning
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS herald_topics (
-    name TEXT PRIMARY KEY,
-    partitions INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS herald_messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    key TEXT,
-    headers BLOB NOT NULL,
-    body BLOB NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS herald_messages_partition ON herald_messages (topic, partition, id);
-CREATE TABLE IF NOT EXISTS herald_delayed (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    key TEXT,
-    headers BLOB NOT NULL,
-    body BLOB NOT NULL,
-    due_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS herald_delayed_due ON herald_delayed (due_at);
-CREATE TABLE IF NOT EXISTS herald_offsets (
-    grp TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    committed INTEGER NOT NULL,
-    PRIMARY KEY (grp, topic, partition)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS herald_members (
-    grp TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    member TEXT NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    PRIMARY KEY (grp, topic, member)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS herald_leases (
-    grp TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    owner TEXT,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (grp, topic, partition)
-) WITHOUT ROWID;
-"""
-
-_encode_headers = msgspec.msgpack.Encoder().encode
-_decode_headers = msgspec.msgpack.Decoder(dict[str, str]).decode
 
 
 def _offset_of(row: tuple[Any, ...]) -> int:
@@ -157,7 +106,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
         if self._thread.is_open:
             return
         try:
-            await self._thread.open(_SCHEMA)
+            await self._thread.open(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise BrokerUnavailable(
                 f"cannot open SQLite database {self.path!r}: {exc}; "
@@ -212,7 +161,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
         delayed = []
         with transaction(db):
             for m in messages:
-                headers = _encode_headers(m.headers)
+                headers = encode_headers(m.headers)
                 if m.deliver_at is not None and m.deliver_at > now:
                     delayed.append((m.topic, m.key, headers, m.body, m.deliver_at))
                     continue
@@ -360,7 +309,7 @@ class SqliteBroker(Broker, LogAdmin, LogStorage):
             rows.extend((partition, *row) for row in got)
         rows.sort(key=_offset_of)
         return [
-            (p, offset, key, _decode_headers(h), body, ts, None) for p, offset, key, h, body, ts in rows
+            (p, offset, key, decode_headers(h), body, ts, None) for p, offset, key, h, body, ts in rows
         ]
 
     async def wait_for_data(self, seen: int, timeout: float) -> None:

@@ -9,12 +9,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-import msgspec
-
 from herald._sqlite import transaction
 from herald.brokers.base import Delivery, GroupPosition, TopicInfo
-
-_decode_headers = msgspec.msgpack.Decoder(dict[str, str]).decode
+from herald.brokers.sqlite_schema import decode_headers
 
 
 def topics(db: sqlite3.Connection) -> list[TopicInfo]:
@@ -50,7 +47,7 @@ def read_topic(db: sqlite3.Connection, topic: str, after: int, limit: int) -> li
         (topic, after, limit),
     )
     return [
-        Delivery(topic, p, offset, key, _decode_headers(h), body, ts)
+        Delivery(topic, p, offset, key, decode_headers(h), body, ts)
         for p, offset, key, h, body, ts in rows
     ]
 
