@@ -431,8 +431,8 @@ log.retention.hours=24
 EOF
   # offsets.topic.segment.bytes (4 MiB, not 100): the commits of test runs are
   # compacted as they go. With 100 MiB a day of runs left 600 MB of them, which a
-  # restarted broker took 3 s to load (0.1 s now), while consumers' sessions ran
-  # out. It applies when the offsets topic is made, in a new data directory.
+  # restarted broker took 3 s to load (0.1 s now). It applies when the offsets
+  # topic is made, in a new data directory.
   local jvm=(java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
              -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
              "-Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2.properties"
