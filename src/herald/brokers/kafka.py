@@ -69,6 +69,7 @@ class KafkaBroker(Broker, LogAdmin):
         commit_interval: float = 0.1,
         revoke_timeout: float = 5.0,
         join_timeout: float = 15.0,
+        rejoin_timeout: float | None = None,
         max_message_bytes: int = 8 * 1024 * 1024,
         compression: str = "none",
         linger_ms: float = 1.0,
@@ -86,6 +87,7 @@ class KafkaBroker(Broker, LogAdmin):
             publish_timeout=publish_timeout, connect_timeout=connect_timeout,
             session_timeout=session_timeout, heartbeat_interval=heartbeat_interval,
             commit_interval=commit_interval, revoke_timeout=revoke_timeout, join_timeout=join_timeout,
+            rejoin_timeout=rejoin_timeout,
             max_message_bytes=max_message_bytes, compression=compression, linger_ms=linger_ms,
             partitioner=partitioner,
         )
@@ -101,6 +103,10 @@ class KafkaBroker(Broker, LogAdmin):
         self._commit_interval = commit_interval
         self._revoke_timeout = revoke_timeout
         self._join_timeout = join_timeout
+        # The rebalance timeout (how long a JoinGroup may wait for the other members)
+        # and a session more: past that, a member without partitions is stuck.
+        self._max_poll_interval = max(revoke_timeout + 30, 60.0)
+        self._rejoin_timeout = rejoin_timeout or self._max_poll_interval + session_timeout
         self._max_message_bytes = max_message_bytes
         self._keep_prefix = keep_prefix
         base: dict[str, Any] = {
@@ -376,7 +382,7 @@ class KafkaBroker(Broker, LogAdmin):
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": int(self._session_timeout * 1000),
             "heartbeat.interval.ms": int(self._heartbeat_interval * 1000),
-            "max.poll.interval.ms": max(int((self._revoke_timeout + 30) * 1000), 60_000),
+            "max.poll.interval.ms": int(self._max_poll_interval * 1000),
             "fetch.wait.max.ms": 100,
             "queued.max.messages.kbytes": 16384,
             "fetch.max.bytes": max(self._max_message_bytes * 2, 52_428_800),
@@ -392,7 +398,7 @@ class KafkaBroker(Broker, LogAdmin):
         sub = KafkaSubscription(
             self._consumer_config(self._ns + group), full, self._strip,
             commit_interval=self._commit_interval, revoke_timeout=self._revoke_timeout,
-            name=f"herald-kafka-{group}",
+            name=f"herald-kafka-{group}", rejoin_timeout=self._rejoin_timeout,
         )
         await sub.start(self._join_timeout)
         self._subscriptions.append(sub)
@@ -411,7 +417,7 @@ class KafkaBroker(Broker, LogAdmin):
                     self._consumer_config(self._ns + DELAY_TOPIC), [self._ns + DELAY_TOPIC],
                     self._strip, commit_interval=self._commit_interval, revoke_timeout=0,
                     buffer_max=20_000, wait_on_revoke=False, on_revoke=on_revoke,
-                    name="herald-kafka-delay",
+                    name="herald-kafka-delay", rejoin_timeout=self._rejoin_timeout,
                 )
                 await sub.start(0)  # no need to wait for the group
                 return sub

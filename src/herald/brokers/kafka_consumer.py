@@ -56,6 +56,7 @@ class KafkaSubscription(GroupMember, Subscription):
         wait_on_revoke: bool = True,
         on_revoke: Callable[[list[Key]], None] | None = None,
         name: str = "herald-kafka",
+        rejoin_timeout: float = 70.0,
     ) -> None:
         super().__init__(revoke_timeout=revoke_timeout, wait_on_revoke=wait_on_revoke,
                          on_revoke=on_revoke, name=name)
@@ -64,6 +65,8 @@ class KafkaSubscription(GroupMember, Subscription):
         self._strip = strip
         self._commit_interval = commit_interval
         self._buffer_max = buffer_max
+        self._rejoin_timeout = rejoin_timeout
+        self._client_config: dict[str, Any] = {}
         self._short: dict[str, str] = {}  # full topic name -> herald's
         self._closed = False
         self._failed: BaseException | None = None
@@ -72,7 +75,6 @@ class KafkaSubscription(GroupMember, Subscription):
         self._joined: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
         self._thread: threading.Thread | None = None
-        self._consumer: Consumer | None = None
         self._last_warning = 0.0
         self._held_since: float | None = None
 
@@ -83,7 +85,7 @@ class KafkaSubscription(GroupMember, Subscription):
         loop = self._loop = asyncio.get_running_loop()
         self._joined = loop.create_future()
         self._done = loop.create_future()
-        config = dict(self._config)
+        config = self._client_config = dict(self._config)
         config["on_commit"] = self._on_commit
         try:
             self._consumer = Consumer(config)
@@ -197,10 +199,7 @@ class KafkaSubscription(GroupMember, Subscription):
         consumer = self._consumer
         assert consumer is not None
         try:
-            consumer.subscribe(
-                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            self._subscribe(consumer)
             next_commit = time.monotonic() + self._commit_interval
             while not self._closing:
                 self._apply_requests(consumer)
@@ -219,6 +218,8 @@ class KafkaSubscription(GroupMember, Subscription):
                 if now >= next_commit:
                     self._commit(consumer, asynchronous=True)
                     next_commit = now + self._commit_interval
+                if self._lost_at is not None and now - self._lost_at >= self._rejoin_timeout:
+                    consumer = self._rejoin(consumer)
             self._commit(consumer, asynchronous=False)
         except BaseException as exc:  # report it to fetch(); never die silently
             log.exception("%s: Kafka consumer thread failed", self._name)
@@ -233,6 +234,35 @@ class KafkaSubscription(GroupMember, Subscription):
             self._resolve(self._joined)
             self._resolve(self._done)
             self._wake_loop()
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
+
+    def _rejoin(self, stuck: Consumer) -> Consumer:
+        """The member lost its partitions `rejoin_timeout` ago and got none since,
+        though a JoinGroup waits at most the rebalance timeout (max.poll.interval.ms).
+        librdkafka has been seen to send no JoinGroup at all for minutes after a broker
+        restart, so a fresh client joins in its place. Not while the broker is away:
+        then no client could join. The old client closes on a thread of its own,
+        since its close may wait for a coordinator it does not find."""
+        try:
+            stuck.list_topics(self._topics[0], timeout=2)
+        except KafkaException:
+            self._lost_at = time.monotonic() - self._rejoin_timeout + 5  # ask again in 5 s
+            return stuck
+        log.warning("%s: no partitions %.0fs after losing them; the Kafka consumer is replaced "
+                    "by a new one that joins the group afresh", self._name, self._rejoin_timeout)
+        fresh = Consumer(self._client_config)
+        with self._lock:
+            self._consumer = fresh  # from here on the old client's callbacks are ignored
+            keys = list(self._parts)
+        self._forget(keys)
+        self._subscribe(fresh)
+        self._lost_at = time.monotonic()  # the new client gets as long to join
+        threading.Thread(target=_close_quietly, args=(stuck, self._name),
+                         name=f"{self._name}-close", daemon=True).start()
+        return fresh
 
     def _full(self) -> bool:
         """Whether the buffer is full; if so, wait (briefly) for fetch() to make room."""
@@ -317,3 +347,10 @@ class KafkaSubscription(GroupMember, Subscription):
         if now - self._last_warning > 10:  # e.g. once per broker outage, not per retry
             self._last_warning = now
             log.warning("%s: %s", self._name, err.str())
+
+
+def _close_quietly(consumer: Consumer, name: str) -> None:
+    try:
+        consumer.close()
+    except Exception as exc:
+        log.info("%s: closing a replaced Kafka consumer: %s", name, exc)

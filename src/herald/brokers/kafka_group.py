@@ -15,7 +15,10 @@ revoked partitions' records in flight, commit what is contiguous, forget
 their trackers and buffered records; acknowledgements that arrive later
 are ignored (the new owner redelivers). On assign, the client starts from
 the committed offset (or the oldest record for a new group). A lost
-partition (the session timed out) is forgotten without a commit.
+partition (the session timed out) is forgotten without a commit, and the
+time of the loss noted: a member still without partitions `rejoin_timeout`
+later gets a new client (kafka_consumer.py), and the callbacks of the old
+one are ignored from then on.
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ class GroupMember:
         self._pause_changed = False
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The client in use; rebalance callbacks of one being replaced are ignored.
+        self._consumer: Consumer | None = None
+        # When the member lost its last partitions without getting any since.
+        self._lost_at: float | None = None
 
     def _assigned(self) -> None:
         """Called on the poller thread after each assignment (the subscription
@@ -174,6 +181,9 @@ class GroupMember:
             self._forget_sent(failed)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self._consumer:
+            return  # a replaced client, closing
+        self._lost_at = None
         with self._lock:
             for tp in partitions:
                 self._parts[(tp.topic, tp.partition)] = Part()
@@ -182,6 +192,9 @@ class GroupMember:
         self._assigned()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self._consumer:
+            _let_go(consumer, partitions)  # a replaced client: its partitions are forgotten
+            return
         keys = [(tp.topic, tp.partition) for tp in partitions]
         with self._lock:
             for key in keys:
@@ -214,10 +227,16 @@ class GroupMember:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us (session timed out): committing now could
         # overwrite the new owner's position, so nothing is committed.
+        if consumer is not self._consumer:
+            _let_go(consumer, partitions)
+            return
         keys = [(tp.topic, tp.partition) for tp in partitions]
         log.warning("%s: lost %d partition(s) (session timed out); they are redelivered",
                     self._name, len(keys))
         self._forget(keys)
+        with self._lock:
+            if not self._parts:  # out of the group: the poller sees that it rejoins
+                self._lost_at = time.monotonic()
         consumer.incremental_unassign(partitions)
 
     def _forget(self, keys: list[Key]) -> None:
@@ -233,3 +252,11 @@ class GroupMember:
         """Forget buffered records of these partitions, also on their trackers
         (caller holds the lock)."""
         self._buffer = drop_buffered(self._buffer, keys)
+
+
+def _let_go(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Unassign for a client that is being replaced (and closed)."""
+    try:
+        consumer.incremental_unassign(partitions)
+    except KafkaException as exc:
+        log.debug("unassign on a replaced Kafka consumer: %s", exc)

@@ -18,7 +18,7 @@ _PARTITIONERS = ("murmur2_random", "murmur2", "consistent_random", "consistent",
 _OPTIONS: dict[str, type] = {
     "namespace": str, "partitions": int, "replication": int, "publish_timeout": float,
     "connect_timeout": float, "session_timeout": float, "heartbeat_interval": float,
-    "commit_interval": float, "revoke_timeout": float, "join_timeout": float,
+    "commit_interval": float, "revoke_timeout": float, "join_timeout": float, "rejoin_timeout": float,
     "max_message_bytes": int, "compression": str, "linger_ms": float, "partitioner": str,
     "client_id": str, "keep_prefix": str, "security_protocol": str, "sasl_mechanism": str,
     "ssl_ca_location": str,
@@ -57,7 +57,7 @@ def check(
     *, namespace: str, partitions: int, replication: int, publish_timeout: float,
     connect_timeout: float, session_timeout: float, heartbeat_interval: float,
     commit_interval: float, revoke_timeout: float, join_timeout: float, max_message_bytes: int,
-    compression: str, linger_ms: float, partitioner: str,
+    compression: str, linger_ms: float, partitioner: str, rejoin_timeout: float | None = None,
 ) -> None:
     """A ConfigError naming every problem at once, so one fix round is enough."""
     problems = []
@@ -73,6 +73,8 @@ def check(
             problems.append(f"{label} must be > 0 seconds, got {value}")
     if session_timeout < 1 or heartbeat_interval <= 0 or heartbeat_interval * 3 > session_timeout:
         problems.append("session_timeout must be >= 1 s and at least 3x heartbeat_interval")
+    if rejoin_timeout is not None and not rejoin_timeout > 0:
+        problems.append(f"rejoin_timeout must be > 0 seconds, got {rejoin_timeout}")
     if revoke_timeout < 0:
         problems.append(f"revoke_timeout must be >= 0, got {revoke_timeout}")
     if max_message_bytes < 1024:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -166,6 +167,44 @@ async def test_rebalance_waits_for_records_in_flight(url: str, broker: KafkaBrok
         await other.close()
 
 
+async def test_a_member_left_outside_its_group_gets_a_new_client(
+    broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a broker restart librdkafka has been seen to lose its partitions and then
+    send no JoinGroup for minutes. `rejoin_timeout` after the loss the subscription
+    puts a new client in the old one's place; what was not committed comes again.
+    The loss is staged: a member in the group is told it lost its partitions long ago."""
+    await broker.publish([Message("stuck", str(i).encode(), {}, "k") for i in range(20)])
+    sub = await joined(broker, "stuck", "g", KafkaSubscription)
+    first = await fetch_until(sub, 20)
+    for d in first[:10]:
+        await d.ack()
+    await asyncio.sleep(0.5)  # committed (every 100 ms)
+    old = sub._consumer
+    with caplog.at_level("WARNING", logger="herald.kafka"):
+        sub._lost_at = time.monotonic() - 1000
+        again = await fetch_until(sub, 10)
+    assert sub._consumer is not old
+    assert "replaced by a new one" in caplog.text
+    deadline = time.monotonic() + 15
+    while any(t.name == "herald-kafka-g-close" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the old client did not close"
+        await asyncio.sleep(0.1)
+    assert [d.body for d in again] == [str(i).encode() for i in range(10, 20)]
+    for d in first[10:]:  # handed out by the old client: these acks count for nothing
+        await d.ack()
+    for d in again:
+        await d.ack()
+    await broker.publish([Message("stuck", b"later", {}, "k1")])
+    later = await fetch_until(sub, 1)
+    assert [d.body for d in later] == [b"later"]
+    await later[0].ack()
+    await sub.close()
+    after = await joined(broker, "stuck", "g", KafkaSubscription)
+    assert await after.fetch(10, 2.0) == [], "the new client committed what it handled"
+    await after.close()
+
+
 def test_a_kafka_delivery_sets_every_slot_of_delivery() -> None:
     """KafkaDelivery sets Delivery's slots itself (a call less per record): a slot
     added to Delivery must be set there too."""
@@ -296,6 +335,8 @@ async def test_unknown_host_is_unavailable() -> None:
     "kafka://127.0.0.1:9092?compression=brotli",
     "kafka://127.0.0.1:9092?namespace=a/b",
     "kafka://127.0.0.1:9092?session_timeout=1&heartbeat_interval=1",
+    "kafka://127.0.0.1:9092?rejoin_timeout=0",
+    "kafka://127.0.0.1:9092?rejoin_timeout=soon",
     "kafka://127.0.0.1:port",
     "kafka://",
 ])
