@@ -199,6 +199,7 @@ class KafkaSubscription(GroupMember, Subscription):
         consumer = self._consumer
         assert consumer is not None
         try:
+            self._outside_since = time.monotonic()
             self._subscribe(consumer)
             next_commit = time.monotonic() + self._commit_interval
             while not self._closing:
@@ -218,7 +219,7 @@ class KafkaSubscription(GroupMember, Subscription):
                 if now >= next_commit:
                     self._commit(consumer, asynchronous=True)
                     next_commit = now + self._commit_interval
-                if self._lost_at is not None and now - self._lost_at >= self._rejoin_timeout:
+                if self._outside_since is not None and now - self._outside_since >= self._rejoin_timeout:
                     consumer = self._rejoin(consumer)
             self._commit(consumer, asynchronous=False)
         except BaseException as exc:  # report it to fetch(); never die silently
@@ -240,26 +241,26 @@ class KafkaSubscription(GroupMember, Subscription):
                            on_lost=self._on_lost)
 
     def _rejoin(self, stuck: Consumer) -> Consumer:
-        """The member lost its partitions `rejoin_timeout` ago and got none since,
-        though a JoinGroup waits at most the rebalance timeout (max.poll.interval.ms).
-        librdkafka has been seen to send no JoinGroup at all for minutes after a broker
-        restart, so a fresh client joins in its place. Not while the broker is away:
+        """The member has had no assignment for `rejoin_timeout` since it subscribed or
+        lost its partitions, though a JoinGroup waits at most the rebalance timeout
+        (max.poll.interval.ms). librdkafka has been seen to send no JoinGroup at all for
+        minutes after a broker restart, so a fresh client joins in its place. Not while the broker is away:
         then no client could join. The old client closes on a thread of its own,
         since its close may wait for a coordinator it does not find."""
         try:
             stuck.list_topics(self._topics[0], timeout=2)
         except KafkaException:
-            self._lost_at = time.monotonic() - self._rejoin_timeout + 5  # ask again in 5 s
+            self._outside_since = time.monotonic() - self._rejoin_timeout + 5  # ask again in 5 s
             return stuck
-        log.warning("%s: no partitions %.0fs after losing them; the Kafka consumer is replaced "
-                    "by a new one that joins the group afresh", self._name, self._rejoin_timeout)
+        log.warning("%s: outside the consumer group for %.0fs; the Kafka consumer is replaced "
+                    "by a new one that joins afresh", self._name, self._rejoin_timeout)
         fresh = Consumer(self._client_config)
         with self._lock:
             self._consumer = fresh  # from here on the old client's callbacks are ignored
             keys = list(self._parts)
         self._forget(keys)
         self._subscribe(fresh)
-        self._lost_at = time.monotonic()  # the new client gets as long to join
+        self._outside_since = time.monotonic()  # the new client gets as long to join
         threading.Thread(target=_close_quietly, args=(stuck, self._name),
                          name=f"{self._name}-close", daemon=True).start()
         return fresh

@@ -16,9 +16,9 @@ their trackers and buffered records; acknowledgements that arrive later
 are ignored (the new owner redelivers). On assign, the client starts from
 the committed offset (or the oldest record for a new group). A lost
 partition (the session timed out) is forgotten without a commit, and the
-time of the loss noted: a member still without partitions `rejoin_timeout`
-later gets a new client (kafka_consumer.py), and the callbacks of the old
-one are ignored from then on.
+time of the loss noted: a member with no assignment `rejoin_timeout` after
+it subscribed or lost its partitions gets a new client (kafka_consumer.py),
+and the callbacks of the old one are ignored from then on.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class GroupMember:
         self._loop: asyncio.AbstractEventLoop | None = None
         # The client in use; rebalance callbacks of one being replaced are ignored.
         self._consumer: Consumer | None = None
-        # When the member lost its last partitions without getting any since.
-        self._lost_at: float | None = None
+        # Since when the member has been outside its group: subscribed or lost its
+        # partitions, and no assignment since (None: in the group).
+        self._outside_since: float | None = None
 
     def _assigned(self) -> None:
         """Called on the poller thread after each assignment (the subscription
@@ -183,7 +184,7 @@ class GroupMember:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if consumer is not self._consumer:
             return  # a replaced client, closing
-        self._lost_at = None
+        self._outside_since = None
         with self._lock:
             for tp in partitions:
                 self._parts[(tp.topic, tp.partition)] = Part()
@@ -236,7 +237,7 @@ class GroupMember:
         self._forget(keys)
         with self._lock:
             if not self._parts:  # out of the group: the poller sees that it rejoins
-                self._lost_at = time.monotonic()
+                self._outside_since = time.monotonic()
         consumer.incremental_unassign(partitions)
 
     def _forget(self, keys: list[Key]) -> None:

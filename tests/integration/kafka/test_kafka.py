@@ -176,16 +176,17 @@ async def test_a_member_left_outside_its_group_gets_a_new_client(
     The loss is staged: a member in the group is told it lost its partitions long ago."""
     await broker.publish([Message("stuck", str(i).encode(), {}, "k") for i in range(20)])
     sub = await joined(broker, "stuck", "g", KafkaSubscription)
+    assert sub._outside_since is None, "an assignment ends the wait"
     first = await fetch_until(sub, 20)
     for d in first[:10]:
         await d.ack()
     await asyncio.sleep(0.5)  # committed (every 100 ms)
     old = sub._consumer
     with caplog.at_level("WARNING", logger="herald.kafka"):
-        sub._lost_at = time.monotonic() - 1000
+        sub._outside_since = time.monotonic() - 1000
         again = await fetch_until(sub, 10)
     assert sub._consumer is not old
-    assert "replaced by a new one" in caplog.text
+    assert "outside the consumer group" in caplog.text
     deadline = time.monotonic() + 15
     while any(t.name == "herald-kafka-g-close" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "the old client did not close"
