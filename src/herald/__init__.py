@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from herald.app import App, PublishInfo, PublishMiddleware
+from herald.app import App
 from herald.brokers import Broker, Delivery, Message, from_url
 from herald.codecs import PayloadDecoder
 from herald.context import Context
@@ -21,6 +21,7 @@ from herald.errors import (
     UnknownEventType,
 )
 from herald.event import Envelope, Event, registry
+from herald.publishing import PublishInfo, PublishMiddleware
 from herald.retry import NO_RETRY, RetryPolicy
 from herald.scheduler import JobNotFound, Scheduler, Tick
 from herald.subscriber import Batch, Handler, Middleware

@@ -6,22 +6,28 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from herald.brokers import Broker, Message, from_url
 from herald.brokers.base import LogAdmin
-from herald.codecs import JSON, PayloadDecoder, encode_payload, is_protobuf, json_codec
+from herald.codecs import PayloadDecoder
 from herald.context import current_envelope
 from herald.dedup import DedupStore, MemoryDedupStore, SqliteDedupStore
 from herald.errors import ConfigError, HeraldError, UnknownCluster
-from herald.event import Envelope, new_event_id, type_name_of, utc_now_iso, version_of
-from herald.retry import INTERNAL_HEADERS, RetryPolicy
+from herald.event import Envelope, utc_now_iso
+from herald.publishing import (
+    PublishInfo,
+    PublishMiddleware,
+    check_publish,
+    due_time,
+    make_envelope,
+    make_message,
+)
+from herald.retry import RetryPolicy
 from herald.subscriber import Batch, Middleware, Subscriber, inspect_handler
 from herald.subscription import Consumer
 
@@ -29,20 +35,6 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 log = logging.getLogger("herald.app")
 DEFAULT_BROKER = "sqlite:///herald.db"
 DEFAULT_CLUSTER = "default"
-
-
-@dataclass(frozen=True, slots=True)
-class PublishInfo:
-    """What a publish middleware is told about the publish it wraps."""
-
-    topic: str
-    count: int  # events in this call
-    cluster: str | None
-
-
-PublishMiddleware = Callable[[PublishInfo, Callable[[], Awaitable[list[str]]]], Awaitable[list[str]]]
-# Event class -> (CloudEvents type, dataversion, aggregatetype, has a subject field)
-_EVENT_META: dict[type[Any], tuple[str, int | None, str | None, bool]] = {}
 
 
 class App:
@@ -237,67 +229,8 @@ class App:
         """Wrap an event in its CloudEvents envelope, linked to the event being handled."""
         if isinstance(event, Envelope):
             return event
-        return self._envelope(event, current_envelope.get(), utc_now_iso(), type, subject, id,
-                              content_type, extensions)
-
-    def _envelope(
-        self,
-        event: Any,
-        parent: Envelope | None,
-        now: str,
-        type: str | None = None,
-        subject: str | None = None,
-        id: str | None = None,
-        content_type: str | None = None,
-        extensions: Mapping[str, str] | None = None,
-    ) -> Envelope:
-        cls = event.__class__
-        meta = _EVENT_META.get(cls)
-        if meta is None:
-            if hasattr(cls, "__event_type__"):  # an Event: remember what its class says
-                meta = _EVENT_META[cls] = (
-                    type_name_of(cls), version_of(cls), getattr(cls, "__aggregate_type__", None),
-                    getattr(cls, "__subject_field__", None) is not None,
-                )
-            elif is_protobuf(event):
-                meta = (type_name_of(cls), None, None, hasattr(event, "event_subject"))
-            elif type is not None:
-                meta = (type, None, None, hasattr(event, "event_subject"))
-            else:
-                raise ConfigError(
-                    f"cannot tell the event type of a {cls.__name__}: publish an Event subclass, "
-                    "a Protobuf message, or pass type='...'"
-                )
-        event_type, version, aggregate, has_subject = meta
-        if content_type is None and version is not None:  # an Event, as JSON
-            data, content = json_codec.encode(event), JSON
-        else:
-            data, content = encode_payload(event, content_type)
-        event_id = id or new_event_id()
-        if subject is None and has_subject:
-            subject = event.event_subject()
-        if parent is None:
-            correlation, causation, traceparent = event_id, None, None
-        else:
-            correlation, causation = parent.correlationid or parent.id, parent.id
-            traceparent = parent.traceparent
-        if self.trace_context is not None:
-            traceparent = self.trace_context() or traceparent
-        return Envelope(
-            id=event_id,
-            source=self.name,
-            type=type or event_type,
-            data=data,
-            time=now,
-            subject=subject,
-            datacontenttype=content,
-            dataversion=version,
-            correlationid=correlation,
-            causationid=causation,
-            traceparent=traceparent,
-            aggregatetype=aggregate,
-            extensions=dict(extensions) if extensions else {},
-        )
+        return make_envelope(self.name, self.trace_context, event, current_envelope.get(),
+                             utc_now_iso(), type, subject, id, content_type, extensions)
 
     async def publish(
         self,
@@ -344,7 +277,7 @@ class App:
     ) -> str:
         broker = self.cluster(cluster)
         envelope = self.envelope(event, type=type, subject=subject, id=id, content_type=content_type)
-        message = _message(topic, envelope, key, headers, _due(delay, deliver_at))
+        message = make_message(topic, envelope, key, headers, due_time(delay, deliver_at))
         await self._ensure_connected(cluster)
         await broker.publish([message])
         self.published[topic] = self.published.get(topic, 0) + 1
@@ -393,24 +326,25 @@ class App:
         type: str | None,
     ) -> list[str]:
         broker = self.cluster(cluster)
-        due = _due(delay, deliver_at)
+        due = due_time(delay, deliver_at)
         messages = []
         ids = []
         parent = current_envelope.get()
         now = utc_now_iso()  # one CloudEvents `time` for the whole batch
-        _check_publish(topic, None, headers)  # once per batch, not per event
+        check_publish(topic, None, headers)  # once per batch, not per event
         key_of = key if callable(key) else None
         fixed_key = None if callable(key) else key
         if key_of is None:
-            _check_publish(topic, fixed_key, None)
-        make_envelope = self._envelope
+            check_publish(topic, fixed_key, None)
+        source, trace = self.name, self.trace_context
         for event in events:
-            envelope = event if isinstance(event, Envelope) else make_envelope(event, parent, now, type)
+            envelope = event if isinstance(event, Envelope) else make_envelope(
+                source, trace, event, parent, now, type)
             event_key = fixed_key
             if key_of is not None:
                 event_key = key_of(event)
                 if event_key is not None and event_key.__class__ is not str:
-                    _check_publish(topic, event_key, None)  # raises unless a str subclass
+                    check_publish(topic, event_key, None)  # raises unless a str subclass
             messages.append(
                 Message(topic, envelope.data, envelope.to_headers(headers), event_key, due, envelope)
             )
@@ -528,53 +462,3 @@ def _broker(target: str | Broker) -> Broker:
     if isinstance(target, str):
         return from_url(target)
     raise ConfigError(f"broker must be a URL or a Broker, got {type(target).__name__}")
-
-
-def _due(delay: float | timedelta | None, deliver_at: datetime | float | None) -> float | None:
-    if delay is not None and deliver_at is not None:
-        raise ConfigError("give delay or deliver_at, not both")
-    if delay is not None:
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ConfigError(f"delay must be a finite number of seconds >= 0, got {seconds}")
-        return time.time() + seconds if seconds > 0 else None
-    if deliver_at is not None:
-        if isinstance(deliver_at, datetime):
-            if deliver_at.tzinfo is None:
-                raise ConfigError("deliver_at needs a timezone (e.g. datetime.now(UTC))")
-            return deliver_at.timestamp()
-        due = float(deliver_at)
-        if not math.isfinite(due):
-            raise ConfigError(f"deliver_at must be a finite unix time, got {due}")
-        return due
-    return None
-
-
-def _message(
-    topic: str,
-    envelope: Envelope,
-    key: str | None,
-    headers: Mapping[str, str] | None,
-    due: float | None,
-) -> Message:
-    _check_publish(topic, key, headers)
-    return Message(topic, envelope.data, envelope.to_headers(headers), key, due, envelope)
-
-
-def _check_publish(topic: str, key: object, headers: Mapping[str, str] | None) -> None:
-    if not topic or not isinstance(topic, str):
-        raise ConfigError(f"topic must be a non-empty string, got {topic!r}")
-    if key is not None and not isinstance(key, str):
-        raise ConfigError(f"key must be a string, got {type(key).__name__}")
-    if headers is not None:
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-            raise ConfigError("headers must map strings to strings")
-        reserved = sorted(
-            k for k in headers
-            if k in INTERNAL_HEADERS or k.startswith("ce_") or k.lower() == "content-type"
-        )
-        if reserved:
-            raise ConfigError(
-                f"header(s) {', '.join(reserved)} are herald's or CloudEvents' own; "
-                "set CloudEvents attributes through publish() arguments and pick other names"
-            )

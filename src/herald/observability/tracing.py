@@ -29,11 +29,12 @@ import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 
-from herald.app import App, PublishInfo
+from herald.app import App
 from herald.context import Context
 from herald.errors import ConfigError, UnknownCluster
 from herald.event import Envelope
 from herald.observability._common import check_app, messaging_system
+from herald.publishing import PublishInfo
 from herald.subscriber import Handler
 
 try:
