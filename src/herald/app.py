@@ -17,16 +17,10 @@ from herald.brokers.base import LogAdmin
 from herald.codecs import PayloadDecoder
 from herald.context import current_envelope
 from herald.dedup import DedupStore, MemoryDedupStore, SqliteDedupStore
+from herald.envelopes import make_envelope
 from herald.errors import ConfigError, HeraldError, UnknownCluster
 from herald.event import Envelope, utc_now_iso
-from herald.publishing import (
-    PublishInfo,
-    PublishMiddleware,
-    check_publish,
-    due_time,
-    make_envelope,
-    make_message,
-)
+from herald.publishing import PublishInfo, PublishMiddleware, check_publish, due_time, make_message
 from herald.retry import RetryPolicy
 from herald.subscriber import Batch, Middleware, Subscriber, inspect_handler
 from herald.subscription import Consumer

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from herald.codecs import JSON, encode_payload, json_codec
+import msgspec
+
+from herald.envelopes import make_envelope
 from herald.errors import ConfigError
-from herald.event import Envelope, new_event_id, type_name_of, utc_now_iso, version_of
+from herald.event import Envelope, utc_now_iso
 from herald.store.base import StoreTransaction
 
 if TYPE_CHECKING:
@@ -122,29 +124,9 @@ def envelope_of(
             f"cannot make an envelope of a {cls.__name__}: use an Event subclass "
             "(class X(Event, type='...')) or a Protobuf message"
         )
-    if hasattr(cls, "__event_type__"):
-        data, content, version = json_codec.encode(event), JSON, version_of(cls)
-    else:
-        (data, content), version = encode_payload(event), None
-    if subject is None and getattr(cls, "__subject_field__", None) is not None:
-        subject = event.event_subject()
-    event_id = id or new_event_id()
-    if parent is None:
-        correlation, causation, traceparent = correlation_id or event_id, causation_id, None
-    else:
-        correlation, causation = parent.correlationid or parent.id, parent.id
-        traceparent = parent.traceparent
-    return Envelope(
-        id=event_id,
-        source=source,
-        type=type_name_of(cls),
-        data=data,
-        time=utc_now_iso(),
-        subject=subject,
-        datacontenttype=content,
-        dataversion=version,
-        correlationid=correlation,
-        causationid=causation,
-        traceparent=traceparent,
-        aggregatetype=getattr(cls, "__aggregate_type__", None),
-    )
+    envelope = make_envelope(source, None, event, parent, utc_now_iso(), subject=subject, id=id)
+    if correlation_id is not None or causation_id is not None:  # (no parent: checked above)
+        envelope = msgspec.structs.replace(
+            envelope, correlationid=correlation_id or envelope.id, causationid=causation_id
+        )
+    return envelope
