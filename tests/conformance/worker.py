@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 
 from herald import App
@@ -25,7 +26,23 @@ def main() -> None:
         await asyncio.sleep(0.0002)
         os.write(fd, f"{event.seq}\n".encode())
 
+    watching: list[asyncio.Task[None]] = []
+
+    @app.on_startup
+    async def watch_the_test_run() -> None:
+        watching.append(asyncio.create_task(stop_when_orphaned(os.getppid())))
+
     app.run()
+
+
+async def stop_when_orphaned(parent: int) -> None:
+    """A test run that is killed cannot stop its workers: they stop themselves
+    (gracefully, as on SIGTERM) instead of consuming the group's events for good."""
+    while True:  # (no event tells of a parent's death: ask once a second)
+        await asyncio.sleep(1)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 if __name__ == "__main__":
