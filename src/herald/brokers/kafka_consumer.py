@@ -243,10 +243,11 @@ class KafkaSubscription(GroupMember, Subscription):
     def _rejoin(self, stuck: Consumer) -> Consumer:
         """The member has had no assignment for `rejoin_timeout` since it subscribed or
         lost its partitions, though a JoinGroup waits at most the rebalance timeout
-        (max.poll.interval.ms). librdkafka has been seen to send no JoinGroup at all for
-        minutes after a broker restart, so a fresh client joins in its place. Not while the broker is away:
-        then no client could join. The old client closes on a thread of its own,
-        since its close may wait for a coordinator it does not find."""
+        (max.poll.interval.ms). librdkafka has been seen to send no JoinGroup at all
+        for minutes after a broker restart, so a fresh client joins in its place; not
+        while the broker is away, when no client could join. The old client closes on
+        a thread of its own, since its close may wait for a coordinator it does not
+        find. It commits nothing: herald stores no offsets in it."""
         try:
             stuck.list_topics(self._topics[0], timeout=2)
         except KafkaException:
